@@ -1,0 +1,38 @@
+# All set-up is here: `make demo` and `make test` create .venv on first use (idempotent).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.recface-installed
+# Real face photos: ../shared/data beside the repository, or RECFACE_DATA=/path/to/data
+RECFACE_DATA ?= $(abspath ../shared/data)
+export RECFACE_DATA
+
+.PHONY: venv demo test test-fast kernel clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[all]'
+	$(BIN)/python -m pip check
+	$(BIN)/python -m ipykernel install --sys-prefix --name recface --display-name "recface (.venv)" >/dev/null
+	@touch $(STAMP)
+
+# The main job: the demo scenario end to end on CPU (offline: LFW from $(RECFACE_DATA)/lfw).
+demo: $(STAMP)
+	$(BIN)/python -m recface_lib.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Register the kernel for a JupyterLab outside the venv (~/.local/share/jupyter).
+kernel: $(STAMP)
+	$(BIN)/python -m ipykernel install --user --name recface --display-name "recface (.venv)"
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,159 @@
+"""``recface <verb> ...``: the stages for scripts. Every verb accepts ``--json`` and then prints a
+one-line JSON summary as its last line (counts, output paths) so scripts can read it."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+from .errors import RecfaceError
+
+VERBS: dict[str, tuple[Callable[[argparse.Namespace], dict], str]] = {}
+
+
+def verb(name: str, help: str):
+    def deco(fn):
+        VERBS[name] = (fn, help)
+        return fn
+    return deco
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print a one-line JSON summary as the last line")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+# -- convert -------------------------------------------------------------------------------------
+def _p_rec2jpg(p):
+    p.add_argument("--rec", required=True, help="InsightFace train.rec (train.idx beside it is used)")
+    p.add_argument("--idx", help="the .idx file, if not beside the .rec")
+    p.add_argument("--out", required=True, help="output folder: OUT/<label>/<n>.jpg")
+    p.add_argument("--limit-classes", type=int, default=0, help="only the first N identities (0 = all)")
+
+
+@verb("rec2jpg", "InsightFace .rec/.idx -> identity folders of JPEGs (raw bytes, resumable)")
+def _rec2jpg(a):
+    from .convert import rec2jpg
+    return rec2jpg(a.rec, a.out, a.idx, a.limit_classes, show_progress=not a.no_progress)
+
+
+def _p_bin_info(p):
+    p.add_argument("bin", help="verification .bin file")
+
+
+@verb("bin-info", "pairs, positives, negatives and image sizes of a verification .bin")
+def _bin_info(a):
+    from .convert import bin_info
+    return bin_info(a.bin)
+
+
+def _p_bin2jpg(p):
+    p.add_argument("bin", help="verification .bin file")
+    p.add_argument("--out", required=True, help="output folder (same/, diff/, pairs.csv)")
+
+
+@verb("bin2jpg", "dump a verification .bin to image folders and pairs.csv")
+def _bin2jpg(a):
+    from .convert import bin2jpg
+    return bin2jpg(a.bin, a.out, show_progress=not a.no_progress)
+
+
+def _p_pairs2bin(p):
+    p.add_argument("--images", required=True, help="image root: IMAGES/<Name>/<Name>_<NNNN>.jpg")
+    p.add_argument("--pairs", required=True, help="pairs.txt (LFW View 2 layout)")
+    p.add_argument("--out", required=True, help="output .bin")
+    p.add_argument("--size", type=int, default=None, help="square output size (re-encodes images of another size)")
+    p.add_argument("--folds", type=int, nargs="*", default=None, help="keep only these folds (1-based)")
+
+
+@verb("pairs2bin", "build an insightface-style .bin from an image folder + pairs.txt")
+def _pairs2bin(a):
+    from .convert import pairs2bin
+    folds = [f - 1 for f in a.folds] if a.folds else None
+    return pairs2bin(a.images, a.pairs, a.out, a.size, folds, show_progress=not a.no_progress)
+
+
+def _p_carray2bin(p):
+    p.add_argument("--root", required=True, help="folder holding NAME/ and NAME_list.npy")
+    p.add_argument("--name", required=True, help="set name, e.g. lfw, agedb_30")
+    p.add_argument("--out", required=True, help="output .bin")
+
+
+@verb("carray2bin", "convert a bcolz carray verification set to a .bin (PNG, lossless)")
+def _carray2bin(a):
+    from .data.verification_bin import read_carray, write_bin
+    from .io_utils import encode_image
+    imgs, issame = read_carray(a.root, a.name)
+    write_bin(a.out, [encode_image(x, ".png") for x in imgs], issame.tolist())
+    return {"out": a.out, "pairs": int(len(issame)), "images": int(len(imgs)), "positives": int(issame.sum())}
+
+
+def _p_scan(p):
+    p.add_argument("root", help="identity folder root/<identity>/<images>")
+    p.add_argument("--min-images", type=int, default=0)
+
+
+@verb("scan", "count identities and images of an identity folder")
+def _scan(a):
+    from .data.image_folder import scan_folder
+    f = scan_folder(a.root).select(min_images=a.min_images)
+    counts = sorted(f.counts.values())
+    return {"root": a.root, "classes": len(f.classes), "images": f.num_images,
+            "min_per_class": counts[0] if counts else 0, "max_per_class": counts[-1] if counts else 0}
+
+
+_PARSERS = {"rec2jpg": _p_rec2jpg, "bin-info": _p_bin_info, "bin2jpg": _p_bin2jpg, "pairs2bin": _p_pairs2bin,
+            "carray2bin": _p_carray2bin, "scan": _p_scan}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="recface",
+        description="recface: convert, align, build, train, evaluate and export face-recognition models.",
+        epilog="Each verb has its own --help. With --json the last line printed is a JSON summary.")
+    parser.add_argument("--version", action="version", version=f"recface {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name, (_, help_) in VERBS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        _PARSERS[name](p)
+        _add_common(p)
+    return parser
+
+
+def _print_human(summary: dict) -> None:
+    for k, v in summary.items():
+        print(f"{k}: {v}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.verb:
+        parser.print_help()
+        return 2
+    fn, _ = VERBS[args.verb]
+    try:
+        summary = fn(args)
+    except RecfaceError as e:
+        print(f"recface {args.verb}: error: {e}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"ok": False, "error": str(e)}))
+        return 1
+    except FileNotFoundError as e:
+        print(f"recface {args.verb}: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"ok": False, "error": f"{e.filename}: {e.strerror}"}))
+        return 1
+    if args.json:
+        from .io_utils import _json_default
+        print(json.dumps({"ok": True, **summary}, default=_json_default))
+    else:
+        _print_human(summary)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Small I/O helpers shared by every stage: atomic writes, image decoding, JSON manifests."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .errors import ImageDecodeError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it onto ``final`` only if the block succeeds.
+
+    A crash leaves at most a ``.tmp`` file, never a half-written ``final``."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix or ".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(final: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(data)
+    return Path(final)
+
+
+def atomic_write_json(final: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_bytes(final, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def image_kind(data: bytes) -> str | None:
+    """'jpg', 'png', 'pnm', 'bmp' or None, from the magic bytes."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:2] in (b"P5", b"P6", b"P2", b"P3"):
+        return "pnm"
+    if data[:2] == b"BM":
+        return "bmp"
+    return None
+
+
+def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes to RGB uint8 HxWx3 (grayscale is replicated to 3 channels)."""
+    import cv2
+
+    if not data:
+        raise ImageDecodeError(f"{source}: empty image (0 bytes)")
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if arr is None or arr.size == 0:
+        raise ImageDecodeError(f"{source}: cannot decode image ({len(data)} bytes, not a valid image)")
+    return np.ascontiguousarray(arr[:, :, ::-1])
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as RGB uint8 HxWx3; a clear error naming the file if it cannot be."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ImageDecodeError(f"{p}: cannot read ({e.strerror})") from e
+    return decode_image(data, str(p))
+
+
+def encode_image(rgb: np.ndarray, ext: str = ".jpg", quality: int = 95) -> bytes:
+    """Encode an RGB (or grayscale) uint8 image; the inverse of :func:`decode_image`."""
+    import cv2
+
+    arr = np.asarray(rgb)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"encode_image wants uint8, got {arr.dtype}")
+    if arr.ndim == 3:
+        arr = arr[:, :, ::-1]
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if ext.lower() in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, arr, params)
+    if not ok:
+        raise ValueError(f"cannot encode image as {ext}")
+    return buf.tobytes()

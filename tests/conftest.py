@@ -1,0 +1,55 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("RECFACE_DATA", REPO.parent / "shared" / "data")).resolve()
+
+os.environ.setdefault("RECFACE_NO_PROGRESS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        msg = f"real photos not found at {path} (set RECFACE_DATA or put shared/data beside the repo)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lfw_dir() -> Path:
+    return _need(DATA / "lfw")
+
+
+@pytest.fixture(scope="session")
+def friends_dir() -> Path:
+    return _need(DATA / "lfw_friends16")
+
+
+@pytest.fixture(scope="session")
+def orl_dir() -> Path:
+    return _need(DATA / "orl_faces")
+
+
+def run_cli(*args: str, check: bool = True, cwd=None) -> subprocess.CompletedProcess:
+    """Run the installed ``recface`` entry point in a subprocess (as a user would)."""
+    exe = Path(sys.executable).with_name("recface")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "recface_lib.cli"]
+    proc = subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "RECFACE_NO_PROGRESS": "1"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"recface {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def last_json(proc: subprocess.CompletedProcess) -> dict:
+    import json
+
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert lines, f"no output; stderr:\n{proc.stderr}"
+    return json.loads(lines[-1])
