@@ -103,7 +103,63 @@ def _scan(a):
             "min_per_class": counts[0] if counts else 0, "max_per_class": counts[-1] if counts else 0}
 
 
-_PARSERS = {"rec2jpg": _p_rec2jpg, "bin-info": _p_bin_info, "bin2jpg": _p_bin2jpg, "pairs2bin": _p_pairs2bin,
+# -- align --------------------------------------------------------------------------------------------
+def _p_align(p):
+    p.add_argument("--params", help="YAML of AlignConfig fields; command-line options override it")
+    p.add_argument("--input", help="identity folder or .bin")
+    p.add_argument("--output", help="new folder or new .bin (never the input)")
+    p.add_argument("--detector", help="mtcnn | dlib_hog | dlib_mmod | dlib_hog+dlib_mmod | mtcnn+dlib_mmod")
+    p.add_argument("--method", help="landmarks | box | margin")
+    p.add_argument("--size", type=int)
+    p.add_argument("--square", action="store_true", default=None, help="box method: square the box first")
+    p.add_argument("--margin", type=int, help="margin method: pixels around the box")
+    p.add_argument("--on-failure", dest="on_failure", help="error | keep | drop")
+    p.add_argument("--select", help="center | largest | score")
+    p.add_argument("--min-prob", dest="min_prob", type=float, help="MTCNN least face probability (0.4)")
+    p.add_argument("--landmarks", help="dlib landmark model: 5 | 68")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+
+
+_ALIGN_KEYS = ("input", "output", "detector", "method", "size", "square", "margin", "on_failure", "select",
+               "min_prob", "landmarks", "workers", "batch_size")
+
+
+@verb("align", "detect faces, 5 landmarks, align to the 112x112 ArcFace template (folders or .bin)")
+def _align(a):
+    from .align.config import AlignConfig
+    from .align.pipeline import align
+    over = {k: getattr(a, k) for k in _ALIGN_KEYS if getattr(a, k) is not None}
+    cfg = AlignConfig.from_yaml(a.params, **over) if a.params else AlignConfig.from_dict(over, source="recface align")
+    r = align(cfg, show_progress=not a.no_progress)
+    return {k: v for k, v in r.items() if k != "failures"} | {"failures": len(r["failures"]),
+                                                               "failed_items": [f["item"] for f in r["failures"][:20]]}
+
+
+# -- verify -------------------------------------------------------------------------------------------
+def _p_verify(p):
+    p.add_argument("--pairs", required=True, help="a .bin, or pairs.txt (or the folder holding it)")
+    p.add_argument("--images", help="image folder of pairs.txt (default: lfw-deepfunneled/ beside it)")
+    p.add_argument("--embedder", default="dlib_resnet", help="dlib_resnet")
+    p.add_argument("--flip", action="store_true", help="add the mirrored image's embedding (flip TTA)")
+    p.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"])
+    p.add_argument("--folds", type=int, nargs="*", help="only these folds (1-based)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--plots", help="folder for roc_<set>.png and hist_<set>.png")
+
+
+@verb("verify", "10-fold verification accuracy, TAR@FAR and ROC of an embedder on a pair set")
+def _verify(a):
+    from .evaluate.verify import verify
+    folds = [f - 1 for f in a.folds] if a.folds else None
+    res, info = verify(a.pairs, a.embedder, a.images, a.flip, a.metric, folds, a.workers, a.plots,
+                       show_progress=not a.no_progress)
+    if not a.json:
+        print(res)
+    return {**info, **res.summary()}
+
+
+_PARSERS = {"align": _p_align, "verify": _p_verify, "rec2jpg": _p_rec2jpg, "bin-info": _p_bin_info, "bin2jpg": _p_bin2jpg, "pairs2bin": _p_pairs2bin,
             "carray2bin": _p_carray2bin, "scan": _p_scan}
 
 

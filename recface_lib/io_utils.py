@@ -104,3 +104,12 @@ def encode_image(rgb: np.ndarray, ext: str = ".jpg", quality: int = 95) -> bytes
     if not ok:
         raise ValueError(f"cannot encode image as {ext}")
     return buf.tobytes()
+
+
+def load_item(item) -> np.ndarray:
+    """An image given as a path, encoded bytes, or an already decoded array -> RGB uint8."""
+    if isinstance(item, np.ndarray):
+        return item
+    if isinstance(item, (bytes, bytearray)):
+        return decode_image(bytes(item))
+    return read_image(item)

@@ -8,7 +8,6 @@ import sys
 def progress(iterable=None, total=None, desc: str = "", disable: bool | None = None, **kw):
     from tqdm.auto import tqdm
 
-    if disable is None:
-        disable = os.environ.get("RECFACE_NO_PROGRESS") == "1"
+    disable = bool(disable) or os.environ.get("RECFACE_NO_PROGRESS") == "1"
     return tqdm(iterable, total=total, desc=desc, disable=disable, file=kw.pop("file", sys.stderr),
                 dynamic_ncols=True, mininterval=0.5, **kw)

@@ -1,0 +1,45 @@
+"""LFW View 2 (all 6,000 pairs of ../shared/data/lfw) with the dlib_resnet reference embedder:
+10-fold accuracy with and without flip TTA, cosine and euclidean, plus throughput.
+
+    .venv/bin/python benchmarks/lfw_dlib_reference.py [--workers 2] [--plots runs/bench]
+"""
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import recface_lib  # noqa: F401
+from recface_lib.evaluate.verification import evaluate_embeddings, l2_normalize
+from recface_lib.evaluate.verify import embed_source, load_pair_source
+
+DATA = Path(os.environ.get("RECFACE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--plots", default="runs/bench")
+    a = ap.parse_args()
+    src = load_pair_source(DATA / "lfw" / "pairs.txt")
+    t = time.time()
+    e, ef, stats = embed_source(src, "dlib_resnet", a.workers)
+    dt = time.time() - t
+    print(f"embedded {len(src.items)} images in {dt:.0f}s = {len(src.items) / dt:.1f} images/s "
+          f"({a.workers} workers, each image and its mirror); detections: {stats}")
+    out = {}
+    for flip in (False, True):
+        emb = l2_normalize(e) + l2_normalize(ef) if flip else e
+        for metric in ("cosine", "euclidean"):
+            r = evaluate_embeddings(emb[src.index1], emb[src.index2], src.issame, metric=metric)
+            key = f"{'flip' if flip else 'plain'}-{metric}"
+            out[key] = r.summary()
+            print(f"{key:18s} {r}")
+            if flip and metric == "cosine" and a.plots:
+                from recface_lib.evaluate.plots import plot_roc
+                plot_roc({"dlib_resnet +flip": r}, Path(a.plots) / "roc_lfw_dlib_resnet.png", "LFW View 2, dlib_resnet")
+    print(json.dumps({k: {"accuracy": v["accuracy"], "std": v["accuracy_std"]} for k, v in out.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""The align stage over identity folders and ``.bin`` sets: detection, alignment, failure
+policies, parallel workers, resumable atomic output, manifest and report (counts, failure list,
+PNG grids of aligned faces and of failures). Inputs are never modified."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, FormatError, ImageDecodeError
+from ..io_utils import atomic_write_bytes, atomic_write_json, decode_image, encode_image, load_item
+from ..parallel import chunked, parallel_map
+from ..progress import progress
+from .config import AlignConfig
+from .detectors import Detection, make_detector, select_face
+from .template import crop_box, warp_to_template
+
+OK_STATUSES = ("detected", "manual", "kept")
+
+
+@dataclass
+class ItemResult:
+    key: str
+    status: str  # detected | manual | kept | dropped | failed | unreadable
+    data: bytes | None = None
+    detection: dict | None = None
+    reason: str = ""
+
+
+class Aligner:
+    """Detect + align images; one per worker process. ``process`` takes (key, item, manual_box)
+    triples, item being a path, encoded bytes or an RGB array."""
+
+    def __init__(self, **cfg):
+        self.cfg = AlignConfig.from_dict(cfg)
+        self.detector = make_detector(self.cfg.detector, **self.cfg.detector_params())
+        self._lm = None
+
+    def _landmarks_in_box(self, img, box):
+        if self._lm is None:
+            from .detectors import DlibLandmarks
+            self._lm = DlibLandmarks(self.cfg.landmarks)
+        return self._lm(np.ascontiguousarray(img), box)
+
+    def align_detection(self, img: np.ndarray, det: Detection) -> np.ndarray:
+        c = self.cfg
+        if c.method == "landmarks":
+            lm = det.landmarks5 if det.landmarks5 is not None else self._landmarks_in_box(img, det.box)
+            return warp_to_template(img, lm, c.size)
+        if c.method == "box":
+            return crop_box(img, det.box, c.size, square=c.square)
+        return crop_box(img, det.box, c.size, square=c.square, margin=c.margin)
+
+    def keep_whole(self, img: np.ndarray) -> np.ndarray:
+        import cv2
+
+        return cv2.resize(img, (self.cfg.size, self.cfg.size), interpolation=cv2.INTER_AREA)
+
+    def encode(self, img: np.ndarray) -> bytes:
+        ext = ".png" if self.cfg.image_format == "png" else ".jpg"
+        return encode_image(img, ext, self.cfg.jpeg_quality)
+
+    def align_images(self, imgs: list[np.ndarray], manual: list | None = None) -> list[tuple[np.ndarray | None, str, Detection | None]]:
+        """In-memory alignment: (aligned image or None, status, detection) per image."""
+        manual = manual or [None] * len(imgs)
+        todo = [i for i, m in enumerate(manual) if m is None]
+        found = self.detector.detect_batch([imgs[i] for i in todo]) if todo else []
+        dets: dict[int, list[Detection]] = dict(zip(todo, found))
+        out = []
+        for i, img in enumerate(imgs):
+            if manual[i] is not None:
+                d = Detection(np.asarray(manual[i], dtype=np.float64), 1.0, None)
+                out.append((self.align_detection(img, d), "manual", d))
+                continue
+            d = select_face(dets[i], img.shape, self.cfg.select)
+            if d is not None:
+                out.append((self.align_detection(img, d), "detected", d))
+            elif self.cfg.on_failure == "keep":
+                out.append((self.keep_whole(img), "kept", None))
+            else:
+                out.append((None, "dropped" if self.cfg.on_failure == "drop" else "failed", None))
+        return out
+
+    def process(self, chunk: list[tuple[str, object, list | None]]) -> list[ItemResult]:
+        results: dict[int, ItemResult] = {}
+        imgs, where, manual = [], [], []
+        for j, (key, item, box) in enumerate(chunk):
+            try:
+                img = load_item(item) if not isinstance(item, (bytes, bytearray)) else decode_image(item, key)
+            except ImageDecodeError as e:
+                results[j] = ItemResult(key, "unreadable", reason=str(e))
+                continue
+            imgs.append(img)
+            where.append(j)
+            manual.append(box)
+        for j, img, (aligned, status, det) in zip(where, imgs, self.align_images(imgs, manual)):
+            key = chunk[j][0]
+            reason = "" if status in ("detected", "manual") else f"no face found by {self.cfg.detector}"
+            results[j] = ItemResult(key, status, self.encode(aligned) if aligned is not None else None,
+                                    det.to_json() if det is not None else None, reason)
+        return [results[j] for j in range(len(chunk))]
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+def _check_not_in_place(inp: Path, out: Path) -> None:
+    ri, ro = inp.resolve(), out.resolve()
+    if ri == ro or ri in ro.parents or ro in ri.parents:
+        raise ConfigError(f"align: output {out} must not be the input {inp} or lie inside/around it (inputs are never changed)")
+
+
+def report_dir_for(output: str | os.PathLike) -> Path:
+    out = Path(output)
+    return out.with_name((out.stem if out.suffix == ".bin" else out.name) + "_report")
+
+
+def _manifest_path(out: Path) -> Path:
+    return out / "manifest.json" if out.suffix != ".bin" else out.with_name(out.stem + ".manifest.json")
+
+
+def _check_manifest(out: Path, cfg: AlignConfig) -> dict | None:
+    mp = _manifest_path(out)
+    if not mp.is_file():
+        return None
+    m = json.loads(mp.read_text())
+    if m.get("parameters") != cfg.output_params():
+        diff = {k: (m.get("parameters", {}).get(k), v) for k, v in cfg.output_params().items()
+                if m.get("parameters", {}).get(k) != v}
+        raise ConfigError(f"{mp}: {out} was aligned with other parameters {diff} (old, new); choose a new output")
+    return m
+
+
+def _fail_policy_error(key: str, cfg: AlignConfig, r: ItemResult) -> FormatError:
+    return FormatError(f"{key}: {r.reason or 'failed'} (on_failure='error'; use 'keep' or 'drop', or give a manual box)")
+
+
+def _write_report(cfg: AlignConfig, results: dict[str, dict], samples: list[tuple[str, np.ndarray]],
+                  failures: list[tuple[str, object]], extra: dict) -> dict:
+    from ..evaluate.plots import plot_face_grid
+
+    rdir = report_dir_for(cfg.output)
+    counts: dict[str, int] = {}
+    for r in results.values():
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    fail_list = [{"item": k, "status": r["status"], "reason": r["reason"]} for k, r in sorted(results.items())
+                 if r["status"] not in ("detected", "manual")]
+    report = {"input": cfg.input, "output": cfg.output, "detector": cfg.detector, "method": cfg.method,
+              "on_failure": cfg.on_failure, "items": len(results), "counts": counts,
+              "written": sum(counts.get(s, 0) for s in OK_STATUSES), "failures": fail_list, **extra,
+              "report_dir": str(rdir)}
+    if samples:
+        plot_face_grid([im for _, im in samples], ["/".join(k.split("/")[-2:]) for k, _ in samples],
+                       rdir / "aligned_grid.png", title=f"aligned by {cfg.detector}/{cfg.method}")
+        report["aligned_grid"] = str(rdir / "aligned_grid.png")
+    if failures:
+        thumbs = []
+        for k, item in failures[:32]:
+            try:
+                thumbs.append(load_item(item))
+            except ImageDecodeError:
+                thumbs.append(np.zeros((8, 8, 3), np.uint8))
+        plot_face_grid(thumbs, ["/".join(k.split("/")[-2:]) for k, _ in failures[:32]], rdir / "failures_grid.png",
+                       title=f"{len(fail_list)} not aligned ({cfg.on_failure})")
+        report["failures_grid"] = str(rdir / "failures_grid.png")
+    atomic_write_json(rdir / "report.json", report)
+    return report
+
+
+def _run(cfg: AlignConfig, triples: list, on_result, show_progress: bool, desc: str) -> None:
+    bar = progress(total=len(triples), desc=desc, unit="img", disable=not show_progress)
+    local = Aligner(**cfg.to_dict()) if cfg.workers <= 1 else None
+    for res in parallel_map(Aligner, cfg.to_dict(), "process", chunked(triples, cfg.batch_size), cfg.workers,
+                            local_obj=local):
+        for r in res:
+            on_result(r)
+        bar.update(len(res))
+    bar.close()
+
+
+# -- folders ------------------------------------------------------------------------------------------
+def align_folder(cfg: AlignConfig, show_progress: bool = True) -> dict:
+    from ..data.image_folder import list_images
+    from ..convert import write_manifest
+
+    inp, out = Path(cfg.input), Path(cfg.output)
+    _check_not_in_place(inp, out)
+    files = list_images(inp)
+    if not files:
+        raise FormatError(f"{inp}: no images found")
+    out.mkdir(parents=True, exist_ok=True)
+    _check_manifest(out, cfg)
+    write_manifest(out, "align", {"input": str(inp)}, cfg.output_params(), {"status": "running"})
+    ext = ".png" if cfg.image_format == "png" else ".jpg"
+    keys = {f.relative_to(inp).as_posix(): f for f in files}
+    target = {k: out / Path(k).with_suffix(ext) for k in keys}
+    log_path = out / ".align_log.jsonl"
+    done: dict[str, dict] = {}
+    if log_path.is_file():
+        for line in log_path.read_text().splitlines():
+            try:
+                e = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash
+            if e["key"] in keys and (e["status"] not in OK_STATUSES or target[e["key"]].is_file()):
+                done[e["key"]] = e
+    todo = [(k, str(keys[k]), cfg.manual_boxes.get(k)) for k in keys if k not in done]
+    results = dict(done)
+    with open(log_path, "a") as log:
+        def on_result(r: ItemResult):
+            if r.status == "failed":
+                raise _fail_policy_error(str(keys[r.key]), cfg, r)
+            if r.data is not None:
+                atomic_write_bytes(target[r.key], r.data)
+            e = {"key": r.key, "status": r.status, "detection": r.detection, "reason": r.reason}
+            log.write(json.dumps(e) + "\n")
+            log.flush()
+            results[r.key] = e
+        _run(cfg, todo, on_result, show_progress, f"align {inp.name} ({cfg.detector})")
+    ok_keys = [k for k in sorted(results) if results[k]["status"] in OK_STATUSES]
+    samples = [(k, decode_image(target[k].read_bytes())) for k in ok_keys[:cfg.grid_samples]]
+    failures = [(k, str(keys[k])) for k in sorted(results) if results[k]["status"] not in ("detected", "manual")]
+    report = _write_report(cfg, results, samples, failures, {"resumed": len(done)})
+    write_manifest(out, "align", {"input": str(inp)}, cfg.output_params(), report["counts"])
+    return report
+
+
+# -- .bin sets ------------------------------------------------------------------------------------
+def align_bin(cfg: AlignConfig, show_progress: bool = True) -> dict:
+    from ..data.verification_bin import read_bin, write_bin
+
+    inp, out = Path(cfg.input), Path(cfg.output)
+    _check_not_in_place(inp, out)
+    rdir = report_dir_for(out)
+    if out.is_file() and _check_manifest(out, cfg) is not None and (rdir / "report.json").is_file():
+        report = json.loads((rdir / "report.json").read_text())
+        return {**report, "skipped": "output exists with the same parameters"}
+    ps = read_bin(inp)
+    triples = [(str(i), b, cfg.manual_boxes.get(str(i), cfg.manual_boxes.get(i))) for i, b in enumerate(ps.images)]
+    aligned: dict[int, bytes] = {}
+    results: dict[str, dict] = {}
+
+    def on_result(r: ItemResult):
+        if r.status == "failed":
+            raise _fail_policy_error(f"{inp} image {r.key} (pair {int(r.key) // 2})", cfg, r)
+        if r.data is not None:
+            aligned[int(r.key)] = r.data
+        results[r.key] = {"status": r.status, "detection": r.detection, "reason": r.reason}
+
+    _run(cfg, triples, on_result, show_progress, f"align {inp.name} ({cfg.detector})")
+    keep_pairs = [i for i in range(ps.num_pairs) if 2 * i in aligned and 2 * i + 1 in aligned]
+    images = [aligned[j] for i in keep_pairs for j in (2 * i, 2 * i + 1)]
+    write_bin(out, images, [ps.issame[i] for i in keep_pairs])
+    ok = sorted(aligned)[:cfg.grid_samples]
+    samples = [(f"{i}", decode_image(aligned[i])) for i in ok]
+    failures = [(k, ps.images[int(k)]) for k in sorted(results, key=int) if results[k]["status"] not in ("detected", "manual")]
+    extra = {"pairs_in": ps.num_pairs, "pairs_out": len(keep_pairs), "pairs_removed": ps.num_pairs - len(keep_pairs)}
+    # keys as strings sort lexicographically in the failure list; keep numeric order for .bin
+    report = _write_report(cfg, {f"{int(k):06d}": v for k, v in results.items()}, samples, failures, extra)
+    atomic_write_json(_manifest_path(out), {"stage": "align", "inputs": {"input": str(inp)},
+                                            "parameters": cfg.output_params(), "counts": report["counts"]})
+    return report
+
+
+def align(cfg: AlignConfig | dict, show_progress: bool = True) -> dict:
+    """Align a folder or a ``.bin`` according to ``cfg`` (an AlignConfig or a dict of its fields)."""
+    if isinstance(cfg, dict):
+        cfg = AlignConfig.from_dict(cfg)
+    if not cfg.input or not cfg.output:
+        raise ConfigError("align: both input and output are required")
+    inp = Path(cfg.input)
+    if not inp.exists():
+        raise FormatError(f"{inp}: no such file or folder")
+    if inp.suffix == ".bin":
+        if Path(cfg.output).suffix != ".bin":
+            raise ConfigError(f"align: a .bin input needs a .bin output, got {cfg.output}")
+        return align_bin(cfg, show_progress)
+    return align_folder(cfg, show_progress)

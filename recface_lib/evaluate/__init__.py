@@ -1,0 +1,1 @@
+"""Stage 5, evaluate: verification metrics, identification, plots."""

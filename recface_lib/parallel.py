@@ -1,0 +1,77 @@
+"""Process-parallel map with one expensive object per worker (a detector, an embedder).
+
+``parallel_map(factory, kwargs, 'method', chunks, workers)`` builds ``factory(**kwargs)`` once in
+each worker process and returns ``[getattr(obj, method)(chunk) for chunk in chunks]`` in order.
+With ``workers <= 1`` it runs in this process (no pickling, no start-up cost). Workers use the
+'spawn' start method (safe with torch/TF threads) and one compute thread each."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+_OBJ: Any = None
+
+
+def _init(factory: Callable, kwargs: dict, threads: int) -> None:
+    global _OBJ
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["RECFACE_NO_PROGRESS"] = "1"
+    import recface_lib  # noqa: F401  (import guard before torch/tf)
+    try:
+        import cv2
+        cv2.setNumThreads(threads)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import torch
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover
+        pass
+    _OBJ = factory(**kwargs)
+
+
+def _call(method: str, chunk):
+    return getattr(_OBJ, method)(chunk)
+
+
+def parallel_map(factory: Callable, kwargs: dict, method: str, chunks: Sequence, workers: int = 1,
+                 threads_per_worker: int = 1, on_result: Callable[[Any], None] | None = None,
+                 local_obj: Any = None) -> Iterator:
+    """Yield results in chunk order. ``local_obj`` reuses an already built object when workers<=1."""
+    if workers <= 1:
+        obj = local_obj if local_obj is not None else factory(**kwargs)
+        for c in chunks:
+            r = getattr(obj, method)(c)
+            if on_result:
+                on_result(r)
+            yield r
+        return
+    import multiprocessing as mp
+
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=_init, initargs=(factory, kwargs, threads_per_worker))
+    try:
+        futures = [ex.submit(_call, method, c) for c in chunks]
+        for f in futures:
+            r = f.result()
+            if on_result:
+                on_result(r)
+            yield r
+    finally:  # an error (or a consumer that stops early) cancels what has not started
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def chunked(items: Sequence, size: int) -> list:
+    return [items[i:i + size] for i in range(0, len(items), max(1, size))]
+
+
+def iter_chunks(items: Iterable, size: int) -> Iterator[list]:
+    buf: list = []
+    for it in items:
+        buf.append(it)
+        if len(buf) >= size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
