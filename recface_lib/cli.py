@@ -159,7 +159,38 @@ def _verify(a):
     return {**info, **res.summary()}
 
 
-_PARSERS = {"align": _p_align, "verify": _p_verify, "rec2jpg": _p_rec2jpg, "bin-info": _p_bin_info, "bin2jpg": _p_bin2jpg, "pairs2bin": _p_pairs2bin,
+# -- build --------------------------------------------------------------------------------------------
+def _p_build(p):
+    p.add_argument("--params", help="YAML of BuildConfig fields; command-line options override it")
+    p.add_argument("--input", help="identity folder")
+    p.add_argument("--output", help="output folder (shards, metadata.json, test/, test .bin)")
+    p.add_argument("--shards", type=int)
+    p.add_argument("--shard-size-mb", dest="shard_size_mb", type=int)
+    p.add_argument("--binary-img", dest="binary_img", action="store_true", default=None,
+                   help="store encoded bytes (default)")
+    p.add_argument("--path-img", dest="binary_img", action="store_false", help="store image paths instead")
+    p.add_argument("--test-split", dest="test_split", type=float)
+    p.add_argument("--test-samples", dest="test_samples", type=int)
+    p.add_argument("--test-max-pairs", dest="test_max_pairs", type=int)
+    p.add_argument("--min-images", dest="min_images", type=int)
+    p.add_argument("--num-classes", dest="num_classes", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int)
+
+
+_BUILD_KEYS = ("input", "output", "shards", "shard_size_mb", "binary_img", "test_split", "test_samples",
+               "test_max_pairs", "min_images", "num_classes", "seed", "workers")
+
+
+@verb("build", "identity folder -> shuffled sharded TFRecords + metadata.json (+ test folder and pair .bin)")
+def _build(a):
+    from .build import BuildConfig, build
+    over = {k: getattr(a, k) for k in _BUILD_KEYS if getattr(a, k) is not None}
+    cfg = BuildConfig.from_yaml(a.params, **over) if a.params else BuildConfig.from_dict(over, source="recface build")
+    return build(cfg, show_progress=not a.no_progress)
+
+
+_PARSERS = {"build": _p_build, "align": _p_align, "verify": _p_verify, "rec2jpg": _p_rec2jpg, "bin-info": _p_bin_info, "bin2jpg": _p_bin2jpg, "pairs2bin": _p_pairs2bin,
             "carray2bin": _p_carray2bin, "scan": _p_scan}
 
 

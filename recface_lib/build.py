@@ -1,0 +1,196 @@
+"""Stage 3, build: identity folder -> shuffled, sharded TFRecords + metadata.json, an optional
+test folder split from the end of each class, and a verification ``.bin`` of pairs built from it.
+
+Parallel (one worker per shard), atomic shards (temp + rename), resumable (finished shards with a
+matching sidecar are kept), undecodable or empty images reported by path and skipped."""
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+from .config import StageConfig, param
+from .data.image_folder import ImageFolder, scan_folder
+from .data.tfrecord import ShardWriter, example_bytes
+from .errors import ConfigError, FormatError
+from .io_utils import atomic_path, atomic_write_bytes, atomic_write_json, image_kind
+from .parallel import parallel_map
+from .progress import progress
+
+
+@dataclass
+class BuildConfig(StageConfig):
+    input: str = param("", "identity folder root/<identity>/<image> (aligned faces)")
+    output: str = param("", "output folder for shards, metadata.json, test/ and the test .bin")
+    shard_size_mb: int = param(150, "target shard size in MB (ignored when shards > 0)")
+    shards: int = param(0, "number of shards (0: from shard_size_mb)")
+    binary_img: bool = param(True, "store encoded image bytes (True) or the image path (False)")
+    seed: int = param(0, "shuffle / class choice / pair sampling seed")
+    num_classes: int = param(0, "keep at most this many classes (0: all)")
+    random_classes: bool = param(False, "choose the kept classes at random (seeded) instead of the first")
+    min_images: int = param(0, "drop classes with fewer images")
+    num_samples: int = param(0, "keep at most this many images per class (0: all)")
+    test_split: float = param(0.0, "fraction of each class, from the end, moved to the test folder")
+    test_samples: int = param(0, "or: the last N images of each class to the test folder")
+    test_max_pairs: int = param(3000, "test .bin: at most this many positive pairs, and as many negatives")
+    test_name: str = param("test", "name of the test folder and .bin")
+    workers: int = param(1, "worker processes (one shard each at a time)")
+
+    def validate(self, where=""):
+        if not 0.0 <= self.test_split <= 1.0:
+            raise ConfigError(f"{where}test_split: must be in [0, 1], got {self.test_split}")
+        if self.test_split and self.test_samples:
+            raise ConfigError(f"{where}test_split and test_samples: give one of them")
+
+
+class ShardBuilder:
+    """Writes one shard (worker side): reads files, checks they are images, writes atomically."""
+
+    def __init__(self, binary_img: bool = True):
+        self.binary_img = binary_img
+
+    def write(self, spec: dict) -> dict:
+        import cv2
+        import numpy as np
+
+        out = Path(spec["path"])
+        errors, sizes, count = [], {}, 0
+        with atomic_path(out) as tmp, open(tmp, "wb") as f:
+            w = ShardWriter(f)
+            for path, label in spec["samples"]:
+                try:
+                    data = Path(path).read_bytes()
+                except OSError as e:
+                    errors.append({"path": path, "error": f"cannot read ({e.strerror})"})
+                    continue
+                if not data:
+                    errors.append({"path": path, "error": "empty file (0 bytes)"})
+                    continue
+                arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if image_kind(data) else None
+                if arr is None:
+                    errors.append({"path": path, "error": f"cannot decode image ({len(data)} bytes)"})
+                    continue
+                key = f"{arr.shape[1]}x{arr.shape[0]}"
+                sizes[key] = sizes.get(key, 0) + 1
+                w.write(example_bytes({"image": data if self.binary_img else str(Path(path).resolve()).encode(),
+                                       "label": int(label)}))
+                count += 1
+        stats = {"name": out.name, "records": count, "bytes": out.stat().st_size, "errors": errors,
+                 "image_sizes": sizes, "inputs": len(spec["samples"])}
+        atomic_write_json(out.with_name(f".{out.name}.json"), stats)
+        return stats
+
+
+def make_pairs(folder: ImageFolder, max_pairs: int, seed: int) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """All same-class pairs (sampled down to ``max_pairs``) and as many different-class pairs."""
+    rng = random.Random(seed)
+    pos = [(a, b) for c in folder.classes for a, b in combinations(folder.files[c], 2)]
+    if len(pos) > max_pairs:
+        pos = sorted(rng.sample(pos, max_pairs))
+    if len(folder.classes) < 2:
+        return pos, []
+    samples = folder.samples()
+    neg: set = set()
+    limit = 50 * max(len(pos), 1)
+    while len(neg) < len(pos) and limit:
+        limit -= 1
+        (a, la), (b, lb) = rng.sample(samples, 2)
+        if la != lb:
+            neg.add((min(a, b), max(a, b)))
+    return pos, sorted(neg)
+
+
+def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
+    from .convert import write_manifest
+    from .data.verification_bin import write_bin
+
+    if isinstance(cfg, dict):
+        cfg = BuildConfig.from_dict(cfg)
+    if not cfg.input or not cfg.output:
+        raise ConfigError("build: input and output are required")
+    inp, out = Path(cfg.input), Path(cfg.output)
+    if out.resolve() == inp.resolve() or inp.resolve() in out.resolve().parents:
+        raise ConfigError(f"build: output {out} must not be or lie inside the input {inp}")
+    folder = scan_folder(inp).select(cfg.min_images, cfg.num_samples, cfg.num_classes, cfg.random_classes, cfg.seed)
+    if not folder.classes:
+        raise FormatError(f"{inp}: no class has at least {cfg.min_images} images")
+    if cfg.test_split or cfg.test_samples:
+        train, test = folder.split(cfg.test_split, cfg.test_samples)
+    else:
+        train, test = folder, None
+    classes = folder.classes
+    label_of = {c: i for i, c in enumerate(classes)}
+    samples = [(str(p), label_of[c]) for c in train.classes for p in train.files[c]]
+    random.Random(cfg.seed).shuffle(samples)
+    out.mkdir(parents=True, exist_ok=True)
+
+    shards_meta, errors, sizes = [], [], {}
+    if samples:
+        total_bytes = sum(Path(p).stat().st_size for p, _ in samples)
+        n = cfg.shards or max(1, math.ceil(total_bytes / (cfg.shard_size_mb * 1e6)))
+        n = min(n, len(samples))
+        per = math.ceil(len(samples) / n)
+        specs = [{"path": str(out / f"train-{k:05d}-of-{n:05d}.tfrecord"), "samples": samples[k * per:(k + 1) * per]}
+                 for k in range(n)]
+        todo, done = [], []
+        for s in specs:
+            side = Path(s["path"]).with_name(f".{Path(s['path']).name}.json")
+            if Path(s["path"]).is_file() and side.is_file():
+                st = json.loads(side.read_text())
+                if st.get("inputs") == len(s["samples"]) and st.get("bytes") == Path(s["path"]).stat().st_size:
+                    done.append(st)
+                    continue
+            todo.append(s)
+        bar = progress(total=len(samples), desc=f"build {out.name}", unit="img", disable=not show_progress)
+        bar.update(sum(d["inputs"] for d in done))
+        results = {d["name"]: d for d in done}
+        for st in parallel_map(ShardBuilder, {"binary_img": cfg.binary_img}, "write", todo, cfg.workers,
+                               on_result=lambda r: bar.update(r["inputs"])):
+            results[st["name"]] = st
+        bar.close()
+        for s in specs:
+            st = results[Path(s["path"]).name]
+            shards_meta.append({"name": st["name"], "records": st["records"], "bytes": st["bytes"]})
+            errors += st["errors"]
+            for k, v in st["image_sizes"].items():
+                sizes[k] = sizes.get(k, 0) + v
+    bad = {e["path"] for e in errors}
+    counts = {c: 0 for c in classes}
+    for p, lab in samples:
+        if p not in bad:
+            counts[classes[lab]] += 1
+    image_size = None
+    if len(sizes) == 1:
+        w, h = map(int, next(iter(sizes)).split("x"))
+        image_size = [h, w]
+    meta = {"num_samples": sum(s["records"] for s in shards_meta), "num_classes": len(classes),
+            "class_names": classes, "class_counts": counts, "shards": shards_meta, "image_size": image_size,
+            "image_sizes": sizes, "colour_order": "RGB (encoded files; decoders return RGB)",
+            "image_storage": "bytes" if cfg.binary_img else "path", "source": str(inp.resolve()),
+            "parameters": cfg.to_dict(), "skipped": errors}
+
+    report = {"output": str(out), "num_samples": meta["num_samples"], "num_classes": len(classes),
+              "shards": len(shards_meta), "skipped": len(errors), "skipped_items": errors[:20]}
+    if test is not None and test.classes:
+        tdir = out / cfg.test_name
+        for c in test.classes:
+            for p in test.files[c]:
+                target = tdir / c / p.name
+                if not target.is_file():
+                    atomic_write_bytes(target, p.read_bytes())
+        tfold = ImageFolder(tdir, test.classes, {c: [tdir / c / p.name for p in test.files[c]] for c in test.classes})
+        pos, neg = make_pairs(tfold, cfg.test_max_pairs, cfg.seed)
+        pairs = [(a, b, True) for a, b in pos] + [(a, b, False) for a, b in neg]
+        write_bin(out / f"{cfg.test_name}.bin", [q.read_bytes() for a, b, _ in pairs for q in (a, b)],
+                  [s for _, _, s in pairs])
+        meta["test"] = {"folder": cfg.test_name, "images": tfold.num_images, "bin": f"{cfg.test_name}.bin",
+                        "positives": len(pos), "negatives": len(neg)}
+        report.update(test_images=tfold.num_images, test_bin=str(out / f"{cfg.test_name}.bin"),
+                      test_positives=len(pos), test_negatives=len(neg))
+    atomic_write_json(out / "metadata.json", meta)
+    write_manifest(out, "build", {"input": str(inp)}, cfg.to_dict(),
+                   {"num_samples": meta["num_samples"], "num_classes": len(classes), "skipped": len(errors)})
+    return report

@@ -1,0 +1,113 @@
+"""tf.data input pipeline over the TFRecord shards written by the build stage.
+
+``make_dataset(path, batch_size)``: interleave shards, shuffle, parse, decode, augment, normalise,
+batch, prefetch, and ``repeat`` for step-based training; labels are int32 class indices (no dense
+one-hot). Augmentations run on a float image in [0, 1], so brightness/contrast/saturation deltas
+mean the same thing whatever the normalisation (the old notebook added a brightness delta of
+~0.1 to a 0-255 image: a no-op). Random choices use stateless ops seeded by (seed, element index),
+so ``deterministic=True`` gives the same batches every run."""
+from __future__ import annotations
+
+import os
+
+from ..errors import ConfigError
+from .tfrecord import check_shards, load_metadata
+
+NORMALIZATIONS = ("-1:1", "0:1", "-0.99:0.99", "0:255")
+
+
+def normalize(x, mode: str):
+    """x: float image in [0, 1] -> the model's input range."""
+    if mode == "-1:1":
+        return x * 2.0 - 1.0
+    if mode == "0:1":
+        return x
+    if mode == "-0.99:0.99":
+        return (x * 2.0 - 1.0) * 0.99
+    if mode == "0:255":
+        return x * 255.0
+    raise ConfigError(f"normalization: unknown {mode!r}; valid: {', '.join(NORMALIZATIONS)}")
+
+
+def steps_per_epoch(path, batch_size: int) -> int:
+    return max(1, load_metadata(path)["num_samples"] // batch_size)
+
+
+def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True, image_size: int = 112,
+                 normalization: str = "-1:1", train_crop: bool = False, flip: bool = True,
+                 color_jitter: float = 0.0, random_erasing: float = 0.0, low_res: float = 0.0,
+                 shuffle_buffer: int = 8192, repeat: bool | None = None, deterministic: bool = False, seed: int = 0,
+                 cycle_length: int = 8):
+    import recface_lib  # noqa: F401  (import guard)
+    import tensorflow as tf
+
+    if normalization not in NORMALIZATIONS:
+        raise ConfigError(f"normalization: unknown {normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
+    meta = load_metadata(path)
+    shards = [str(p) for p in check_shards(meta)]
+    if not shards:
+        raise ConfigError(f"{path}: the dataset has no training shards")
+    by_path = meta.get("image_storage") == "path"
+    repeat = training if repeat is None else repeat
+    auto = tf.data.AUTOTUNE
+
+    files = tf.data.Dataset.from_tensor_slices(shards)
+    if training:
+        files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=not deterministic)
+    ds = files.interleave(tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(shards)),
+                          num_parallel_calls=auto, deterministic=deterministic or None)
+    if training and shuffle_buffer > 1:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=not deterministic)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.enumerate()
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+    size = int(image_size)
+
+    def load(i, rec):
+        ex = tf.io.parse_single_example(rec, spec)
+        data = tf.io.read_file(ex["image"]) if by_path else ex["image"]
+        img = tf.io.decode_image(data, channels=3, expand_animations=False)
+        img.set_shape([None, None, 3])
+        img = tf.image.convert_image_dtype(img, tf.float32)  # [0, 1]
+        if training:
+            s = tf.stack([tf.cast(seed, tf.int64), i])
+            seeds = tf.random.experimental.stateless_split(s, 8)
+            if train_crop:  # the recface guide: random resize to [size, size*8/7], random size crop
+                side = tf.random.stateless_uniform([], seeds[0], size, size * 8 // 7 + 1, dtype=tf.int32)
+                img = tf.image.resize(img, [side, side])
+                img = tf.image.stateless_random_crop(img, [size, size, 3], seeds[1])
+            else:
+                img = tf.image.resize(img, [size, size]) if meta.get("image_size") != [size, size] else img
+            if flip:
+                img = tf.image.stateless_random_flip_left_right(img, seeds[2])
+            if color_jitter > 0:
+                img = tf.image.stateless_random_brightness(img, 0.2 * color_jitter, seeds[3])
+                img = tf.image.stateless_random_contrast(img, 1 - 0.3 * color_jitter, 1 + 0.3 * color_jitter, seeds[4])
+                img = tf.image.stateless_random_saturation(img, 1 - 0.3 * color_jitter, 1 + 0.3 * color_jitter, seeds[5])
+                img = tf.clip_by_value(img, 0.0, 1.0)
+            if low_res > 0:  # AdaFace: downscale then upscale back, with probability low_res
+                u = tf.random.stateless_uniform([2], seeds[6])
+                small = tf.maximum(8, tf.cast(tf.cast(size, tf.float32) * (0.2 + 0.8 * u[1]), tf.int32))
+                lo = tf.image.resize(tf.image.resize(img, [small, small], method="area"), [size, size])
+                img = tf.where(u[0] < low_res, lo, img)
+            if random_erasing > 0:
+                u = tf.random.stateless_uniform([5], seeds[7])
+                h = tf.cast(size * (0.1 + 0.3 * u[1]), tf.int32)
+                w = tf.cast(size * (0.1 + 0.3 * u[2]), tf.int32)
+                y0 = tf.cast(tf.cast(size - h, tf.float32) * u[3], tf.int32)
+                x0 = tf.cast(tf.cast(size - w, tf.float32) * u[4], tf.int32)
+                yy, xx = tf.meshgrid(tf.range(size), tf.range(size), indexing="ij")
+                box = (yy >= y0) & (yy < y0 + h) & (xx >= x0) & (xx < x0 + w) & (u[0] < random_erasing)
+                img = tf.where(box[:, :, None], 0.5, img)
+        else:
+            img = tf.image.resize(img, [size, size]) if meta.get("image_size") != [size, size] else img
+        img = tf.clip_by_value(tf.ensure_shape(img, [size, size, 3]), 0.0, 1.0)  # resizes may overshoot
+        return normalize(img, normalization), tf.cast(ex["label"], tf.int32)
+
+    ds = ds.map(load, num_parallel_calls=auto, deterministic=deterministic or None)
+    ds = ds.batch(batch_size, drop_remainder=training)
+    opts = tf.data.Options()
+    opts.deterministic = bool(deterministic)
+    ds = ds.with_options(opts)
+    return ds.prefetch(auto)

@@ -1,0 +1,197 @@
+"""Sharded TFRecords (stage 3, build) and the tf.data input pipeline that reads them.
+
+Example keys (DESIGN.md): ``image`` (encoded JPEG/PNG bytes, or with ``binary_img: false`` the
+image path as bytes), ``label`` (int64). ``metadata.json`` beside the shards records num_samples,
+num_classes, class names in label order, every shard's name, record count and byte size, image
+size, colour order, source and parameters; readers check the shards against it, so a truncated
+shard is reported by name before training starts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import FormatError
+
+# -- writing (no TensorFlow needed: the TFRecord framing and tf.train.Example are small) -----------
+def _masked_crc(data: bytes) -> int:
+    import google_crc32c
+
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _field(num: int, wire: int, payload: bytes) -> bytes:
+    return _varint((num << 3) | wire) + payload
+
+
+def _ld(num: int, data: bytes) -> bytes:
+    return _field(num, 2, _varint(len(data)) + data)
+
+
+def example_bytes(features: dict[str, bytes | int | Sequence[int]]) -> bytes:
+    """Serialise a tf.train.Example with bytes and int64 features (sorted keys: deterministic)."""
+    entries = b""
+    for key in sorted(features):
+        v = features[key]
+        if isinstance(v, (bytes, bytearray)):
+            feat = _ld(1, _ld(1, bytes(v)))  # Feature.bytes_list = BytesList{value}
+        else:
+            vals = [int(v)] if isinstance(v, (int, np.integer)) else [int(x) for x in v]
+            packed = b"".join(_varint(x & 0xFFFFFFFFFFFFFFFF) for x in vals)
+            feat = _ld(3, _ld(1, packed))  # Feature.int64_list = Int64List{packed value}
+        entries += _ld(1, _ld(1, key.encode()) + _ld(2, feat))  # map entry {key, value}
+    return _ld(1, entries)  # Example.features = Features{feature map}
+
+
+class ShardWriter:
+    """Write TFRecord framing: len (u64), masked crc(len) (u32), data, masked crc(data) (u32)."""
+
+    def __init__(self, f):
+        self.f = f
+        self.count = 0
+
+    def write(self, record: bytes) -> None:
+        n = struct.pack("<Q", len(record))
+        self.f.write(n + struct.pack("<I", _masked_crc(n)) + record + struct.pack("<I", _masked_crc(record)))
+        self.count += 1
+
+
+def scan_shard(path: str | os.PathLike) -> int:
+    """Count the records of a shard by walking its framing; a clear error at a truncated record."""
+    p = Path(path)
+    size = p.stat().st_size
+    n, off = 0, 0
+    with open(p, "rb") as f:
+        while off < size:
+            head = f.read(12)
+            if len(head) < 12:
+                raise FormatError(f"{p}: truncated record {n} at offset {off}: header needs 12 bytes, {len(head)} left")
+            (length,) = struct.unpack("<Q", head[:8])
+            if off + 12 + length + 4 > size:
+                raise FormatError(f"{p}: truncated record {n} at offset {off}: needs {length + 16} bytes, {size - off} left")
+            f.seek(length + 4, 1)
+            off += 16 + length
+            n += 1
+    return n
+
+
+def read_records(path: str | os.PathLike):
+    """Yield the raw serialized records of a shard (Python, for checks and tests)."""
+    p = Path(path)
+    with open(p, "rb") as f:
+        i = 0
+        while True:
+            head = f.read(12)
+            if not head:
+                return
+            if len(head) < 12:
+                raise FormatError(f"{p}: truncated record {i}")
+            (length,) = struct.unpack("<Q", head[:8])
+            data = f.read(length)
+            tail = f.read(4)
+            if len(data) < length or len(tail) < 4:
+                raise FormatError(f"{p}: truncated record {i}")
+            if struct.unpack("<I", tail)[0] != _masked_crc(data):
+                raise FormatError(f"{p}: record {i}: CRC mismatch (corrupt shard)")
+            yield data
+            i += 1
+
+
+def parse_example(record: bytes) -> dict[str, bytes | list[int]]:
+    """Minimal tf.train.Example parser for the keys we write (bytes and int64 lists)."""
+    def fields(buf: bytes):
+        i = 0
+        while i < len(buf):
+            key, i = _read_varint(buf, i)
+            num, wire = key >> 3, key & 7
+            if wire == 2:
+                ln, i = _read_varint(buf, i)
+                yield num, buf[i:i + ln]
+                i += ln
+            elif wire == 0:
+                v, i = _read_varint(buf, i)
+                yield num, v
+            else:
+                raise FormatError(f"unsupported protobuf wire type {wire}")
+
+    out: dict = {}
+    for num, feats in fields(record):
+        for _, entry in fields(feats):
+            k = v = None
+            for n2, val in fields(entry):
+                if n2 == 1:
+                    k = val.decode()
+                else:
+                    v = val
+            for kind, lst in fields(v):
+                for _, payload in fields(lst):
+                    if kind == 1:
+                        out[k] = payload
+                    else:
+                        vals, j = [], 0
+                        while j < len(payload):
+                            x, j = _read_varint(payload, j)
+                            vals.append(x - (1 << 64) if x >= 1 << 63 else x)
+                        out[k] = vals
+    return out
+
+
+def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+# -- metadata and shard checks ---------------------------------------------------------------------
+def load_metadata(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    mp = p / "metadata.json" if p.is_dir() else p
+    if not mp.is_file():
+        raise FormatError(f"{mp}: no metadata.json (build the dataset with `recface build`)")
+    try:
+        meta = json.loads(mp.read_text())
+    except json.JSONDecodeError as e:
+        raise FormatError(f"{mp}: not valid JSON ({e})") from e
+    for k in ("num_samples", "num_classes", "shards"):
+        if k not in meta:
+            raise FormatError(f"{mp}: missing key {k!r}")
+    meta["_dir"] = str(mp.parent)
+    return meta
+
+
+def check_shards(meta: dict) -> list[Path]:
+    """Every shard exists with the byte size recorded at build time; else an error naming it."""
+    d = Path(meta["_dir"])
+    paths = []
+    for s in meta["shards"]:
+        p = d / s["name"]
+        if not p.is_file():
+            raise FormatError(f"{p}: shard listed in metadata.json is missing")
+        size = p.stat().st_size
+        if size != s["bytes"]:
+            raise FormatError(f"{p}: shard is {size} bytes, metadata.json recorded {s['bytes']}: truncated or changed")
+        paths.append(p)
+    return paths

@@ -1,0 +1,140 @@
+"""Build stage: sharded TFRecords + metadata from identity folders (real LFW photos)."""
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from recface_lib.build import BuildConfig, build, make_pairs
+from recface_lib.data.image_folder import scan_folder
+from recface_lib.data.tfrecord import check_shards, load_metadata, parse_example, read_records, scan_shard
+from recface_lib.data.verification_bin import read_bin
+from recface_lib.errors import ConfigError, FormatError
+
+
+def _sha(p):
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def lfw10_build(lfw_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("b") / "lfw10"
+    rep = build(BuildConfig(input=str(lfw_dir / "lfw-deepfunneled"), output=str(out), min_images=10, shards=4,
+                            workers=2, seed=5), show_progress=False)
+    return rep, out
+
+
+def test_counts_bytes_labels_roundtrip(lfw_dir, lfw10_build):
+    rep, out = lfw10_build
+    folder = scan_folder(lfw_dir / "lfw-deepfunneled").select(min_images=10)
+    meta = load_metadata(out)
+    assert meta["num_classes"] == len(folder.classes) == 158
+    assert meta["num_samples"] == folder.num_images == rep["num_samples"]
+    assert meta["class_counts"] == folder.counts
+    assert meta["class_names"] == folder.classes and meta["image_size"] == [250, 250]
+    assert len(check_shards(meta)) == 4 and sum(s["records"] for s in meta["shards"]) == meta["num_samples"]
+    # every record back: the same bytes as the file, with its class label
+    by_bytes = {p.read_bytes(): folder.classes.index(c) for c in folder.classes for p in folder.files[c]}
+    seen = 0
+    for s in meta["shards"]:
+        assert scan_shard(out / s["name"]) == s["records"]
+        for rec in read_records(out / s["name"]):
+            ex = parse_example(rec)
+            assert by_bytes[ex["image"]] == ex["label"][0]
+            seen += 1
+    assert seen == meta["num_samples"]
+
+
+def test_tf_parses_our_examples(lfw10_build):
+    import recface_lib  # noqa: F401
+    import tensorflow as tf
+    _, out = lfw10_build
+    meta = load_metadata(out)
+    ds = tf.data.TFRecordDataset([str(out / meta["shards"][0]["name"])]).take(3)
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+    first = next(iter(read_records(out / meta["shards"][0]["name"])))
+    for i, rec in enumerate(ds):
+        ex = tf.io.parse_single_example(rec, spec)
+        if i == 0:
+            assert ex["image"].numpy() == parse_example(first)["image"]
+        assert tf.io.decode_jpeg(ex["image"]).shape == (250, 250, 3)
+
+
+def test_second_build_byte_identical_and_resume(lfw_dir, lfw10_build, tmp_path):
+    _, out = lfw10_build
+    again = tmp_path / "again"
+    build(BuildConfig(input=str(lfw_dir / "lfw-deepfunneled"), output=str(again), min_images=10, shards=4, seed=5),
+          show_progress=False)
+    meta = load_metadata(out)
+    for s in meta["shards"]:
+        assert _sha(out / s["name"]) == _sha(again / s["name"])
+    # resume: a deleted shard is rebuilt, the others kept
+    victim = again / meta["shards"][2]["name"]
+    victim.unlink()
+    build(BuildConfig(input=str(lfw_dir / "lfw-deepfunneled"), output=str(again), min_images=10, shards=4, seed=5),
+          show_progress=False)
+    assert _sha(victim) == _sha(out / meta["shards"][2]["name"])
+
+
+def test_bad_images_reported_and_truncated_shard(lfw_dir, tmp_path):
+    src = tmp_path / "src"
+    for person in ("Aaron_Peirsol", "Abdullah_Gul"):
+        (src / person).mkdir(parents=True)
+        for f in sorted((lfw_dir / "lfw-deepfunneled" / person).glob("*.jpg"))[:4]:
+            shutil.copy(f, src / person / f.name)
+    good = (src / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg").read_bytes()
+    (src / "Aaron_Peirsol" / "corrupt.jpg").write_bytes(good[:20] + b"\x00" * 300)
+    (src / "Abdullah_Gul" / "empty.jpg").write_bytes(b"")
+    rep = build({"input": str(src), "output": str(tmp_path / "o"), "shards": 2}, show_progress=False)
+    assert rep["num_samples"] == 8 and rep["skipped"] == 2
+    msgs = {e["path"].split("/")[-1]: e["error"] for e in rep["skipped_items"]}
+    assert msgs["empty.jpg"] == "empty file (0 bytes)" and msgs["corrupt.jpg"].startswith("cannot decode image")
+    meta = load_metadata(tmp_path / "o")
+    shard = tmp_path / "o" / meta["shards"][1]["name"]
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(FormatError, match=rf"{shard.name}: shard is \d+ bytes, metadata.json recorded"):
+        check_shards(meta)
+    with pytest.raises(FormatError, match=rf"{shard.name}: truncated record \d+ at offset"):
+        scan_shard(shard)
+
+
+def test_friends_test_set_720_pairs(friends_dir, tmp_path):
+    """The recface guide's friends test: 16 people x 10 images, test_split 1 -> 720 + 720 pairs."""
+    rep = build({"input": str(friends_dir / "test"), "output": str(tmp_path / "f16"), "test_split": 1.0,
+                 "test_name": "friends_16_test"}, show_progress=False)
+    assert rep["num_samples"] == 0 and rep["test_images"] == 160
+    assert (rep["test_positives"], rep["test_negatives"]) == (720, 720)
+    ps = read_bin(tmp_path / "f16" / "friends_16_test.bin")
+    assert ps.num_pairs == 1440 and sum(ps.issame) == 720
+    a = make_pairs(scan_folder(tmp_path / "f16" / "friends_16_test"), 100, seed=1)
+    assert a == make_pairs(scan_folder(tmp_path / "f16" / "friends_16_test"), 100, seed=1)
+    assert len(a[0]) == len(a[1]) == 100 and len(set(a[1])) == 100
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) 'shard_sise'; valid: input, output, shard_size_mb"):
+        BuildConfig.from_dict({"shard_sise": 3})
+    with pytest.raises(ConfigError, match=r"test_split: expected float, got str '0.1'"):
+        BuildConfig.from_dict({"test_split": "0.1"})
+    with pytest.raises(ConfigError, match="must not be or lie inside the input"):
+        build({"input": str(REPO), "output": str(REPO / "x")}, show_progress=False)
+
+
+def test_make_dataset_deterministic_and_normalised(lfw10_build):
+    import recface_lib  # noqa: F401
+    import tensorflow as tf
+    from recface_lib.data.input_pipeline import make_dataset, steps_per_epoch
+    _, out = lfw10_build
+    kw = dict(batch_size=8, image_size=112, train_crop=True, color_jitter=1.0, random_erasing=0.5, low_res=0.3,
+              deterministic=True, seed=3, shuffle_buffer=64)
+    a = [b for b in make_dataset(out, **kw).take(3)]
+    b = [b for b in make_dataset(out, **kw).take(3)]
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert xa.shape == (8, 112, 112, 3) and ya.dtype == tf.int32
+        assert np.array_equal(xa.numpy(), xb.numpy()) and np.array_equal(ya.numpy(), yb.numpy())
+    x = a[0][0].numpy()
+    assert -1.0 <= x.min() < -0.5 and 0.5 < x.max() <= 1.0
+    ev = next(iter(make_dataset(out, batch_size=4, training=False, normalization="0:255")))
+    assert ev[0].shape == (4, 112, 112, 3) and ev[0].numpy().max() > 100
+    assert steps_per_epoch(out, 64) == load_metadata(out)["num_samples"] // 64
