@@ -51,7 +51,9 @@ def plot_similarity_hist(cos_sim: np.ndarray, issame: Sequence[bool], threshold:
     plt = _plt()
     same = np.asarray(issame, dtype=bool)
     fig, ax = plt.subplots(figsize=(6, 4))
-    bins = np.linspace(-1, 1, 81)
+    lo, hi = float(np.min(cos_sim)), float(np.max(cos_sim))
+    pad = 0.02 * max(hi - lo, 1e-3)
+    bins = np.linspace(lo - pad, hi + pad, 81)  # the data's range: some embedders live in a narrow cone
     ax.hist(cos_sim[same], bins=bins, alpha=0.6, label=f"same ({same.sum()})", color="tab:green")
     ax.hist(cos_sim[~same], bins=bins, alpha=0.6, label=f"different ({(~same).sum()})", color="tab:red")
     if threshold is not None:
