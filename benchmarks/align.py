@@ -18,8 +18,9 @@ from pathlib import Path
 
 os.environ.setdefault("RECFACE_NO_PROGRESS", "1")
 import recface_lib  # noqa: E402,F401
+from recface_lib.data.datasets import shared_data_dir  # noqa: E402
 
-DATA = Path(os.environ.get("RECFACE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = shared_data_dir()
 
 
 def one_thread():

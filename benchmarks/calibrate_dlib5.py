@@ -4,18 +4,18 @@ frame when faces are aligned with the 68-point model. Prints the constant used a
 
     .venv/bin/python benchmarks/calibrate_dlib5.py [N_FACES]
 """
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 import recface_lib  # noqa: F401  (import guard first)
-from recface_lib.align.detectors import DlibHOG, DlibLandmarks, select_face
+from recface_lib.data.datasets import shared_data_dir
+from recface_lib.align.detectors import Detection, DlibHOG, DlibLandmarks, dlib5_anchors, select_face
 from recface_lib.align.template import apply_transform, similarity_transform, template
 from recface_lib.io_utils import read_image
 
-DATA = Path(os.environ.get("RECFACE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = shared_data_dir()
 
 
 def main(n: int = 300) -> None:
@@ -29,14 +29,11 @@ def main(n: int = 300) -> None:
         boxes = det.boxes(img)
         if not boxes:
             continue
-        from recface_lib.align.detectors import Detection
         d = select_face([Detection(b, s) for b, s in boxes], img.shape, "center")
         m = similarity_transform(lm68(img, d.box), template(112))
         s = lm5.shape(img, d.box)
         p = np.array([[s.part(i).x, s.part(i).y] for i in range(5)], dtype=np.float64)
-        a, b = p[0:2].mean(0), p[2:4].mean(0)
-        left, right = (a, b) if a[0] < b[0] else (b, a)
-        pts.append(apply_transform(m, np.stack([left, right, p[4]])))
+        pts.append(apply_transform(m, dlib5_anchors(p)))
     arr = np.array(pts)
     print(f"faces: {len(arr)}")
     print("DLIB5_IN_TEMPLATE_112 =", np.round(arr.mean(0), 2).tolist())

@@ -5,15 +5,15 @@
 """
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import recface_lib  # noqa: F401
+from recface_lib.data.datasets import shared_data_dir
 from recface_lib.evaluate.verification import evaluate_embeddings, l2_normalize
 from recface_lib.evaluate.verify import embed_source, load_pair_source
 
-DATA = Path(os.environ.get("RECFACE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = shared_data_dir()
 
 
 def main():

@@ -3,29 +3,21 @@
 Runs every stage that exists so far, in pipeline order, writing to ``runs/demo/``."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
-
-
-def find_lfw() -> Path:
-    """LFW offline: $RECFACE_LFW_DIR, else $RECFACE_DATA/lfw, else ../shared/data/lfw."""
-    cands = [os.environ.get("RECFACE_LFW_DIR"),
-             os.environ.get("RECFACE_DATA") and str(Path(os.environ["RECFACE_DATA"]) / "lfw"),
-             str(Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw")]
-    for c in cands:
-        if c and (Path(c) / "pairs.txt").is_file():
-            return Path(c)
-    raise SystemExit("LFW not found: set RECFACE_LFW_DIR to a folder holding pairs.txt and lfw-deepfunneled/")
 
 
 def main() -> int:
     from .align.pipeline import align
     from .build import build
     from .convert import bin_info, pairs2bin
+    from .data.datasets import find_lfw
     from .evaluate.verify import verify
 
-    lfw = find_lfw()
+    try:
+        lfw = find_lfw()
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
     friends = lfw.parent / "lfw_friends16"
     out = Path("runs/demo")
     out.mkdir(parents=True, exist_ok=True)

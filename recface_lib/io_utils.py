@@ -106,10 +106,11 @@ def encode_image(rgb: np.ndarray, ext: str = ".jpg", quality: int = 95) -> bytes
     return buf.tobytes()
 
 
-def load_item(item) -> np.ndarray:
-    """An image given as a path, encoded bytes, or an already decoded array -> RGB uint8."""
+def load_item(item, source: str = "<bytes>") -> np.ndarray:
+    """An image given as a path, encoded bytes (named ``source`` in errors), or an already decoded
+    array -> RGB uint8."""
     if isinstance(item, np.ndarray):
         return item
     if isinstance(item, (bytes, bytearray)):
-        return decode_image(bytes(item))
+        return decode_image(bytes(item), source)
     return read_image(item)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 _OBJ: Any = None
 
@@ -36,11 +36,10 @@ def _call(method: str, chunk):
 
 
 def parallel_map(factory: Callable, kwargs: dict, method: str, chunks: Sequence, workers: int = 1,
-                 threads_per_worker: int = 1, on_result: Callable[[Any], None] | None = None,
-                 local_obj: Any = None) -> Iterator:
-    """Yield results in chunk order. ``local_obj`` reuses an already built object when workers<=1."""
+                 threads_per_worker: int = 1, on_result: Callable[[Any], None] | None = None) -> Iterator:
+    """Yield results in chunk order."""
     if workers <= 1:
-        obj = local_obj if local_obj is not None else factory(**kwargs)
+        obj = factory(**kwargs)
         for c in chunks:
             r = getattr(obj, method)(c)
             if on_result:
@@ -64,14 +63,3 @@ def parallel_map(factory: Callable, kwargs: dict, method: str, chunks: Sequence,
 
 def chunked(items: Sequence, size: int) -> list:
     return [items[i:i + size] for i in range(0, len(items), max(1, size))]
-
-
-def iter_chunks(items: Iterable, size: int) -> Iterator[list]:
-    buf: list = []
-    for it in items:
-        buf.append(it)
-        if len(buf) >= size:
-            yield buf
-            buf = []
-    if buf:
-        yield buf

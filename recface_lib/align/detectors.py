@@ -108,13 +108,23 @@ class DlibLandmarks:
         return dlib5_to_five(p)
 
 
-def dlib5_to_five(p: np.ndarray) -> np.ndarray:
-    """Five template-style points from dlib's 5-point shape (see DLIB5_IN_TEMPLATE_112)."""
+def dlib5_anchors(p: np.ndarray) -> np.ndarray:
+    """(left eye centre, right eye centre, subnasale) from dlib's 5-point shape: points 0-1 and 2-3
+    are the corners of one eye each, point 4 the base of the nose."""
     eye_a, eye_b = p[0:2].mean(0), p[2:4].mean(0)
     left, right = (eye_a, eye_b) if eye_a[0] < eye_b[0] else (eye_b, eye_a)
-    src = np.stack([left, right, p[4]])
-    m = similarity_transform(DLIB5_IN_TEMPLATE_112, src)  # template frame -> image
+    return np.stack([left, right, p[4]])
+
+
+def dlib5_to_five(p: np.ndarray) -> np.ndarray:
+    """Five template-style points from dlib's 5-point shape (see DLIB5_IN_TEMPLATE_112)."""
+    m = similarity_transform(DLIB5_IN_TEMPLATE_112, dlib5_anchors(p))  # template frame -> image
     return apply_transform(m, template(112))
+
+
+def _landmarks(spec: "str | DlibLandmarks") -> DlibLandmarks:
+    """A landmark model by name, or an already loaded one shared between detectors."""
+    return spec if isinstance(spec, DlibLandmarks) else DlibLandmarks(spec)
 
 
 # -- detectors ------------------------------------------------------------------------------------
@@ -131,16 +141,18 @@ class Detector:
 class DlibHOG(Detector):
     name = "dlib_hog"
 
-    def __init__(self, upsample: int = 1, adjust_threshold: float = 0.0, landmarks: str = "5", **_):
+    def __init__(self, upsample: int = 1, adjust_threshold: float = 0.0, landmarks: "str | DlibLandmarks" = "5", **_):
         import dlib
 
         self.upsample = int(upsample)
         self.adjust_threshold = float(adjust_threshold)
         self.det = dlib.get_frontal_face_detector()
-        self.lm = DlibLandmarks(landmarks)
+        self.lm = _landmarks(landmarks)
 
-    def boxes(self, img):
-        rects, scores, _ = self.det.run(img, self.upsample, self.adjust_threshold)
+    def boxes(self, img, upsample: int | None = None):
+        """(box, score) of every face; ``upsample`` overrides the detector's own for this call."""
+        up = self.upsample if upsample is None else int(upsample)
+        rects, scores, _ = self.det.run(img, up, self.adjust_threshold)
         return [(np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64), float(s))
                 for r, s in zip(rects, scores)]
 
@@ -152,16 +164,16 @@ class DlibHOG(Detector):
 class DlibMMOD(DlibHOG):
     name = "dlib_mmod"
 
-    def __init__(self, upsample: int = 1, landmarks: str = "5", **_):
+    def __init__(self, upsample: int = 1, landmarks: "str | DlibLandmarks" = "5", **_):
         import dlib
 
         self.upsample = int(upsample)
         self.cnn = dlib.cnn_face_detection_model_v1(str(models_dir() / "mmod_human_face_detector.dat"))
-        self.lm = DlibLandmarks(landmarks)
+        self.lm = _landmarks(landmarks)
 
-    def boxes(self, img):
+    def boxes(self, img, upsample: int | None = None):
         out = []
-        for d in self.cnn(img, self.upsample):
+        for d in self.cnn(img, self.upsample if upsample is None else int(upsample)):
             r = d.rect
             out.append((np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64), float(d.confidence)))
         return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +89,7 @@ class Aligner:
         imgs, where, manual = [], [], []
         for j, (key, item, box) in enumerate(chunk):
             try:
-                img = load_item(item) if not isinstance(item, (bytes, bytearray)) else decode_image(item, key)
+                img = load_item(item, key)
             except ImageDecodeError as e:
                 results[j] = ItemResult(key, "unreadable", reason=str(e))
                 continue
@@ -132,7 +132,7 @@ def _check_manifest(out: Path, cfg: AlignConfig) -> dict | None:
     return m
 
 
-def _fail_policy_error(key: str, cfg: AlignConfig, r: ItemResult) -> FormatError:
+def _fail_policy_error(key: str, r: ItemResult) -> FormatError:
     return FormatError(f"{key}: {r.reason or 'failed'} (on_failure='error'; use 'keep' or 'drop', or give a manual box)")
 
 
@@ -170,9 +170,7 @@ def _write_report(cfg: AlignConfig, results: dict[str, dict], samples: list[tupl
 
 def _run(cfg: AlignConfig, triples: list, on_result, show_progress: bool, desc: str) -> None:
     bar = progress(total=len(triples), desc=desc, unit="img", disable=not show_progress)
-    local = Aligner(**cfg.to_dict()) if cfg.workers <= 1 else None
-    for res in parallel_map(Aligner, cfg.to_dict(), "process", chunked(triples, cfg.batch_size), cfg.workers,
-                            local_obj=local):
+    for res in parallel_map(Aligner, cfg.to_dict(), "process", chunked(triples, cfg.batch_size), cfg.workers):
         for r in res:
             on_result(r)
         bar.update(len(res))
@@ -210,7 +208,7 @@ def align_folder(cfg: AlignConfig, show_progress: bool = True) -> dict:
     with open(log_path, "a") as log:
         def on_result(r: ItemResult):
             if r.status == "failed":
-                raise _fail_policy_error(str(keys[r.key]), cfg, r)
+                raise _fail_policy_error(str(keys[r.key]), r)
             if r.data is not None:
                 atomic_write_bytes(target[r.key], r.data)
             e = {"key": r.key, "status": r.status, "detection": r.detection, "reason": r.reason}
@@ -243,7 +241,7 @@ def align_bin(cfg: AlignConfig, show_progress: bool = True) -> dict:
 
     def on_result(r: ItemResult):
         if r.status == "failed":
-            raise _fail_policy_error(f"{inp} image {r.key} (pair {int(r.key) // 2})", cfg, r)
+            raise _fail_policy_error(f"{inp} image {r.key} (pair {int(r.key) // 2})", r)
         if r.data is not None:
             aligned[int(r.key)] = r.data
         results[r.key] = {"status": r.status, "detection": r.detection, "reason": r.reason}

@@ -14,14 +14,13 @@ import struct
 from pathlib import Path
 from typing import Sequence
 
+import google_crc32c
 import numpy as np
 
 from ..errors import FormatError
 
 # -- writing (no TensorFlow needed: the TFRecord framing and tf.train.Example are small) -----------
 def _masked_crc(data: bytes) -> int:
-    import google_crc32c
-
     crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 

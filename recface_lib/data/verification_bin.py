@@ -82,8 +82,9 @@ class PairSet:
         kinds: dict[str, int] = {}
         import cv2
 
-        for i, b in enumerate(self.images):
-            kinds[image_kind(b) or "unknown"] = kinds.get(image_kind(b) or "unknown", 0) + 1
+        for b in self.images:
+            kind = image_kind(b) or "unknown"
+            kinds[kind] = kinds.get(kind, 0) + 1
             arr = cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED) if b else None
             key = "undecodable" if arr is None else f"{arr.shape[1]}x{arr.shape[0]}"
             sizes[key] = sizes.get(key, 0) + 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..align.detectors import Detection, DlibHOG, DlibMMOD, models_dir, select_face
+from ..align.detectors import Detection, DlibHOG, DlibLandmarks, DlibMMOD, models_dir, select_face
 
 
 class DlibResNetEmbedder:
@@ -21,39 +21,36 @@ class DlibResNetEmbedder:
                  select: str = "center", num_jitters: int = 0):
         import dlib
 
-        self.hogs = [DlibHOG(upsample=u) for u in upsamples]
-        self.mmod = DlibMMOD(upsample=1) if use_mmod else None
+        lm = DlibLandmarks("5")
+        self.sp = lm.predictor
+        hog = DlibHOG(landmarks=lm)
+        # the chain, in order: (name in the stats, detector, upsample)
+        self.chain = [(f"hog{u}", hog, u) for u in upsamples]
+        if use_mmod:
+            self.chain.append(("mmod", DlibMMOD(landmarks=lm), 1))
         self.fallback_fraction = fallback_fraction
         self.select = select
         self.num_jitters = int(num_jitters)
-        self.sp = self.hogs[0].lm.predictor if self.hogs else DlibMMOD().lm.predictor
         self.facerec = dlib.face_recognition_model_v1(str(models_dir() / "dlib_face_recognition_resnet_model_v1.dat"))
-        self.stats: dict[str, int] = {}
 
     def _box(self, img: np.ndarray) -> tuple[np.ndarray, str]:
-        for h in self.hogs:
-            found = h.boxes(img)
+        for name, det, up in self.chain:
+            found = det.boxes(img, up)
             if found:
-                d = select_face([Detection(b, s) for b, s in found], img.shape, self.select)
-                return d.box, f"hog{h.upsample}"
-        if self.mmod is not None:
-            found = self.mmod.boxes(img)
-            if found:
-                d = select_face([Detection(b, s) for b, s in found], img.shape, self.select)
-                return d.box, "mmod"
+                return select_face([Detection(b, s) for b, s in found], img.shape, self.select).box, name
         hh, ww = img.shape[:2]
         f = self.fallback_fraction
         return np.array([ww * (1 - f) / 2, hh * (1 - f) / 2, ww * (1 + f) / 2, hh * (1 + f) / 2]), "fallback"
 
-    def chip(self, img: np.ndarray) -> np.ndarray:
+    def chip(self, img: np.ndarray) -> tuple[np.ndarray, str]:
+        """dlib's 150x150 face chip, and which step of the chain found the face."""
         import dlib
 
         img = np.ascontiguousarray(img)
         box, how = self._box(img)
-        self.stats[how] = self.stats.get(how, 0) + 1
         x1, y1, x2, y2 = [int(round(v)) for v in box]
         shape = self.sp(img, dlib.rectangle(x1, y1, x2, y2))
-        return np.asarray(dlib.get_face_chip(img, shape, size=150, padding=0.25))
+        return np.asarray(dlib.get_face_chip(img, shape, size=150, padding=0.25)), how
 
     def embed_chips(self, chips: list[np.ndarray]) -> np.ndarray:
         if not chips:
@@ -62,15 +59,17 @@ class DlibResNetEmbedder:
                                                                self.num_jitters), dtype=np.float64)
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
-        return self.embed_chips([self.chip(im) for im in images])
+        return self.embed_chips([self.chip(im)[0] for im in images])
 
     def embed_with_flip(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, dict]:
         """(embeddings, embeddings of the mirrored chips, detection stats of this call)."""
-        before = dict(self.stats)
-        chips = [self.chip(im) for im in images]
+        chips, stats = [], {}
+        for im in images:
+            c, how = self.chip(im)
+            chips.append(c)
+            stats[how] = stats.get(how, 0) + 1
         e = self.embed_chips(chips)
         ef = self.embed_chips([np.ascontiguousarray(c[:, ::-1]) for c in chips])
-        stats = {k: v - before.get(k, 0) for k, v in self.stats.items() if v - before.get(k, 0)}
         return e, ef, stats
 
     def embed_items(self, items: list) -> tuple[np.ndarray, np.ndarray, dict]:

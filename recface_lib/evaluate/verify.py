@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..parallel import chunked, parallel_map
 from ..progress import progress
-from .verification import VerificationResult, evaluate_embeddings, l2_normalize
+from .verification import VerificationResult, evaluate_embeddings, fold_indices, l2_normalize
 
 EMBEDDERS = ("dlib_resnet",)
 
@@ -35,13 +35,14 @@ def load_pair_source(pairs: str | os.PathLike, images: str | os.PathLike | None 
     from ..data.verification_bin import read_bin
 
     p = Path(pairs)
+    wanted = None if folds is None else set(folds)
     if p.is_dir():
         p = p / "pairs.txt"
     if p.suffix == ".bin":
         ps = read_bin(p)
         n = ps.num_pairs
-        keep = np.arange(n) if folds is None else np.concatenate(
-            [idx for f, idx in enumerate(np.array_split(np.arange(n), 10)) if f in set(folds)])
+        keep = np.arange(n) if wanted is None else np.concatenate(
+            [idx for f, idx in enumerate(fold_indices(n, 10)) if f in wanted])
         items = [ps.images[j] for i in keep for j in (2 * i, 2 * i + 1)]
         k = np.arange(len(keep))
         return PairSource(p.stem, items, 2 * k, 2 * k + 1, np.asarray(ps.issame, bool)[keep])
@@ -53,8 +54,8 @@ def load_pair_source(pairs: str | os.PathLike, images: str | os.PathLike | None 
         else:
             raise ConfigError(f"{p}: give the image folder of this pairs file (--images DIR)")
     plist = read_pairs(p, images)
-    if folds is not None:
-        plist = [q for q in plist if q.fold in set(folds)]
+    if wanted is not None:
+        plist = [q for q in plist if q.fold in wanted]
     uniq: dict[Path, int] = {}
     for q in plist:
         for path in (q.path1, q.path2):
