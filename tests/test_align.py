@@ -181,3 +181,21 @@ def test_mtcnn_finds_faces_on_one_lfw_fold(lfw_dir):
         imgs = [read_image(p) for p in paths[i:i + 16]]
         found += sum(select_face(d, im.shape) is not None for d, im in zip(det.detect_batch(imgs), imgs))
     assert found / len(paths) >= 0.995, f"{found}/{len(paths)}"
+
+
+def test_undecodable_image_policies(lfw_dir, tmp_path):
+    root = _small_lfw(lfw_dir, tmp_path, people=("Aaron_Peirsol",), n=2)
+    bad = root / "Aaron_Peirsol" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff" + b"\x00" * 200)
+    with pytest.raises(FormatError, match=rf"{bad}: cannot decode image .*on_failure='error'"):
+        align(AlignConfig(input=str(root), output=str(tmp_path / "e"), detector="mtcnn"), False)
+    r = align(AlignConfig(input=str(root), output=str(tmp_path / "d"), detector="mtcnn", on_failure="drop"), False)
+    assert r["counts"] == {"detected": 2, "unreadable": 1}
+    assert r["failures"][0]["item"] == "Aaron_Peirsol/broken.jpg" and "cannot decode image" in r["failures"][0]["reason"]
+    assert bad.read_bytes() == b"\xff\xd8\xff" + b"\x00" * 200  # input untouched
+    good = (root / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg").read_bytes()
+    src = write_bin(tmp_path / "b.bin", [good, bad.read_bytes()], [True])
+    with pytest.raises(FormatError, match=rf"{src} image 1: cannot decode image .*on_failure='error'"):
+        align(AlignConfig(input=str(src), output=str(tmp_path / "b_al.bin"), detector="mtcnn"), False)
+    r = align(AlignConfig(input=str(src), output=str(tmp_path / "b_al.bin"), detector="mtcnn", on_failure="drop"), False)
+    assert (r["pairs_out"], r["counts"]) == (0, {"detected": 1, "unreadable": 1})

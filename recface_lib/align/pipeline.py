@@ -132,8 +132,14 @@ def _check_manifest(out: Path, cfg: AlignConfig) -> dict | None:
     return m
 
 
-def _fail_policy_error(key: str, r: ItemResult) -> FormatError:
-    return FormatError(f"{key}: {r.reason or 'failed'} (on_failure='error'; use 'keep' or 'drop', or give a manual box)")
+def _check_stop(cfg: AlignConfig, r: ItemResult, key: str, source_prefix: str = "") -> None:
+    """on_failure='error' stops at the first item without a face or that cannot be decoded,
+    naming it (an unreadable item's reason starts with its path, or with its index in a .bin,
+    which ``source_prefix`` completes with the .bin's path)."""
+    if r.status == "failed":
+        raise FormatError(f"{key}: {r.reason} (on_failure='error'; use 'keep' or 'drop', or give a manual box)")
+    if r.status == "unreadable" and cfg.on_failure == "error":
+        raise FormatError(f"{source_prefix}{r.reason} (on_failure='error'; use 'drop' to skip it)")
 
 
 def _write_report(cfg: AlignConfig, results: dict[str, dict], samples: list[tuple[str, np.ndarray]],
@@ -207,8 +213,7 @@ def align_folder(cfg: AlignConfig, show_progress: bool = True) -> dict:
     results = dict(done)
     with open(log_path, "a") as log:
         def on_result(r: ItemResult):
-            if r.status == "failed":
-                raise _fail_policy_error(str(keys[r.key]), r)
+            _check_stop(cfg, r, str(keys[r.key]))
             if r.data is not None:
                 atomic_write_bytes(target[r.key], r.data)
             e = {"key": r.key, "status": r.status, "detection": r.detection, "reason": r.reason}
@@ -240,8 +245,7 @@ def align_bin(cfg: AlignConfig, show_progress: bool = True) -> dict:
     results: dict[str, dict] = {}
 
     def on_result(r: ItemResult):
-        if r.status == "failed":
-            raise _fail_policy_error(f"{inp} image {r.key} (pair {int(r.key) // 2})", r)
+        _check_stop(cfg, r, f"{inp} image {r.key} (pair {int(r.key) // 2})", f"{inp} image ")
         if r.data is not None:
             aligned[int(r.key)] = r.data
         results[r.key] = {"status": r.status, "detection": r.detection, "reason": r.reason}
