@@ -190,7 +190,52 @@ def _build(a):
     return build(cfg, show_progress=not a.no_progress)
 
 
-_PARSERS = {"build": _p_build, "align": _p_align, "verify": _p_verify, "rec2jpg": _p_rec2jpg, "bin-info": _p_bin_info, "bin2jpg": _p_bin2jpg, "pairs2bin": _p_pairs2bin,
+# -- train --------------------------------------------------------------------------------------------
+def _overrides(pairs: list[str] | None) -> dict:
+    """``--set key=value`` pairs, values parsed as YAML (numbers, booleans, lists)."""
+    import yaml
+
+    from .errors import ConfigError
+
+    out = {}
+    for kv in pairs or []:
+        if "=" not in kv:
+            raise ConfigError(f"--set {kv!r}: expected KEY=VALUE")
+        k, v = kv.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def _p_train(p):
+    p.add_argument("--params", help="YAML of TrainConfig fields (dataset, output, backbone, head, plan, ...)")
+    p.add_argument("--dataset", help="build output folder (overrides the YAML)")
+    p.add_argument("--output", help="run folder (overrides the YAML)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any parameter (YAML value), repeatable")
+
+
+@verb("train", "train a backbone + margin head on TFRecords with the staged plan (resumes by default)")
+def _train(a):
+    from .train.config import TrainConfig
+    from .train.trainer import train
+    over = {k: getattr(a, k) for k in ("dataset", "output") if getattr(a, k)}
+    over.update(_overrides(a.set))
+    cfg = TrainConfig.from_yaml(a.params, **over) if a.params else TrainConfig.from_dict(over, source="recface train")
+    return train(cfg, show_progress=not a.no_progress)
+
+
+def _p_models(p):
+    p.add_argument("--input-size", type=int, default=112)
+    p.add_argument("--embd-shape", type=int, default=512)
+    p.add_argument("names", nargs="*", help="backbones (default: all)")
+
+
+@verb("models", "backbones and heads with their parameter counts")
+def _models(a):
+    from .models.build import HEAD_NAMES, describe_backbones
+    return {"backbones": describe_backbones(a.input_size, a.embd_shape, a.names or None), "heads": list(HEAD_NAMES)}
+
+
+_PARSERS = {"train": _p_train, "models": _p_models, "build": _p_build, "align": _p_align, "verify": _p_verify, "rec2jpg": _p_rec2jpg, "bin-info": _p_bin_info, "bin2jpg": _p_bin2jpg, "pairs2bin": _p_pairs2bin,
             "carray2bin": _p_carray2bin, "scan": _p_scan}
 
 

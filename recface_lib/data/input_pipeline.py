@@ -37,7 +37,10 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
                  normalization: str = "-1:1", train_crop: bool = False, flip: bool = True,
                  color_jitter: float = 0.0, random_erasing: float = 0.0, low_res: float = 0.0,
                  shuffle_buffer: int = 8192, repeat: bool | None = None, deterministic: bool = False, seed: int = 0,
-                 cycle_length: int = 8):
+                 cycle_length: int = 8, start: int = 0):
+    """``start``: the number of samples already consumed (resume). Element i of the stream always
+    gets augmentation seed (seed, i); in deterministic mode the stream is also skipped to sample
+    ``start``, so a resumed run sees exactly the batches an uninterrupted run would have."""
     import recface_lib  # noqa: F401  (import guard)
     import tensorflow as tf
 
@@ -60,7 +63,9 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=not deterministic)
     if repeat:
         ds = ds.repeat()
-    ds = ds.enumerate()
+    if start and deterministic and repeat:  # records only: skipping happens before any decoding
+        ds = ds.skip(start % int(meta["num_samples"]))
+    ds = ds.enumerate(start=start)
     spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
     size = int(image_size)
 

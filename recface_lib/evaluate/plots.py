@@ -1,4 +1,5 @@
-"""Plots shown in notebooks and saved as PNG: ROC curves, similarity histograms, face grids."""
+"""Plots shown in notebooks and saved as PNG: ROC curves, similarity histograms, face grids,
+training curves."""
 from __future__ import annotations
 
 import os
@@ -102,3 +103,32 @@ def plot_face_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = 
 
         atomic_write_bytes(path, encode_image(grid, ".png"))
     return grid
+
+
+def plot_training_curves(history: Sequence[Mapping], path=None, title: str = "training"):
+    """Loss, training accuracy and validation accuracies against the global step."""
+    plt = _plt()
+    steps = [r["global_step"] for r in history]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a1.plot(steps, [r.get("loss") for r in history], "o-", ms=3, label="loss")
+    a1.set_xlabel("step")
+    a1.set_ylabel("loss")
+    a1.set_title(f"{title}: loss")
+    a2.plot(steps, [r.get("accuracy") for r in history], "o-", ms=3, label="train accuracy")
+    for k in history[0] if history else []:
+        if k.startswith("val_") and not k.endswith("_std"):
+            a2.plot(steps, [r.get(k) for r in history], "s-", ms=3, label=k[4:])
+    a2.set_xlabel("step")
+    a2.set_ylabel("accuracy")
+    a2.set_ylim(0, 1.01)
+    a2.set_title(f"{title}: accuracy")
+    for a in (a1, a2):
+        a.grid(True, alpha=0.3)
+    a2.legend(fontsize=8, loc="lower right")
+    stage_changes = [r["global_step"] for prev, r in zip(history, history[1:]) if r["stage"] != prev["stage"]]
+    for s in stage_changes:
+        for a in (a1, a2):
+            a.axvline(s, color="grey", lw=0.6, ls="--")
+    if path:
+        _save(fig, path)
+    return fig

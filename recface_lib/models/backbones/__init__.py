@@ -1,0 +1,1 @@
+"""Backbone families, one file each; names are registered in ``models/build.py``."""

@@ -1,0 +1,80 @@
+"""The model factory: every backbone and head name is registered here, once."""
+from __future__ import annotations
+
+from ..errors import ConfigError
+
+BACKBONES = {
+    "MobileFaceNetV2": ("mobilefacenet", "MobileFaceNetV2"),
+    "MobileFaceNet": ("mobilefacenet", "MobileFaceNet"),
+    "ResNet34": ("resnet", "ResNet34"),
+    "ResNet34R": ("resnet", "ResNet34R"),
+    "ResNet50": ("resnet", "ResNet50"),
+    "ResNet101": ("resnet", "ResNet101"),
+    "MobileNetV2": ("mobilenet", "MobileNetV2"),
+    "Seesaw_shuffleFaceNet": ("seesaw", "Seesaw_shuffleFaceNet"),
+}
+HEAD_NAMES = ("ArcFace", "CosFace", "SphereFace", "AdaCos", "AdaFace", "Combined", "NormDense")
+# the recface guide's names
+HEAD_ALIASES = {f"{h}Head": h for h in HEAD_NAMES}
+
+
+def _check(name, valid, what):
+    if name not in valid:
+        raise ConfigError(f"{what}: unknown {name!r}; valid: {', '.join(valid)}")
+
+
+def build_backbone(name: str, input_size: int = 112, embd_shape: int = 512, dropout: float = 0.0):
+    import importlib
+
+    import recface_lib  # noqa: F401  (import guard before TF)
+
+    _check(name, BACKBONES, "backbone")
+    module, fn = BACKBONES[name]
+    mod = importlib.import_module(f"{__package__}.backbones.{module}")
+    return getattr(mod, fn)(input_size=input_size, embd_shape=embd_shape, dropout=dropout)
+
+
+def head_name(name: str) -> str:
+    name = HEAD_ALIASES.get(name, name)
+    _check(name, HEAD_NAMES, "head")
+    return name
+
+
+def build_head(name: str, num_classes: int, scale: float = 64.0, margin: float | None = None, **kw):
+    from .heads import DEFAULT_MARGINS, HEADS
+
+    name = head_name(name)
+    m = DEFAULT_MARGINS[name] if margin is None else float(margin)
+    return HEADS[name](num_classes, scale=scale, margin=m, name="head", **kw)
+
+
+def build_train_model(backbone, head):
+    """(image, label) -> logits; the backbone stays reachable as a sub-model for embedding/export."""
+    import keras
+
+    img = keras.Input(backbone.input_shape[1:], name="image")
+    label = keras.Input((), dtype="int32", name="label")
+    emb = backbone(img)
+    return keras.Model([img, label], head([emb, label]), name="train_model")
+
+
+def count_params(model) -> int:
+    import numpy as np
+
+    return int(sum(np.prod(v.shape) for v in model.weights))
+
+
+def describe_backbones(input_size: int = 112, embd_shape: int = 512, names=None) -> dict:
+    """Parameter counts (all weights, including BN statistics) and output shapes per backbone."""
+    import keras
+    import numpy as np
+
+    out = {}
+    for name in names or BACKBONES:
+        m = build_backbone(name, input_size, embd_shape)
+        out[name] = {"params": count_params(m),
+                     "trainable_params": int(sum(np.prod(v.shape) for v in m.trainable_weights)),
+                     "embedding": int(m.output_shape[-1]), "input_size": input_size, "layers": len(m.layers)}
+        del m
+        keras.backend.clear_session()
+    return out

@@ -1,0 +1,199 @@
+"""Margin heads: a cosine layer (L2-normalised features x L2-normalised class weights) and the
+margin variants, with the literature's defaults. Every head computes in float32 (its layer dtype),
+so logits and loss stay float32 under mixed precision. Inputs: (embedding, labels int).
+
+- ArcFace   s*cos(theta + m) on the target (m 0.5, s 64); where theta + m > pi the insightface
+            fallback cos(theta) - m*sin(m) keeps the logit monotonic; ``easy_margin`` applies the
+            margin only where cos > 0.
+- CosFace   s*(cos - m) (m 0.35).
+- Combined  insightface's s*(cos(m1*theta + m2) - m3).
+- SphereFace s*psi(theta), psi = (-1)^k cos(m*theta) - 2k, k = floor(m*theta/pi) (m 1.35): the
+            monotonic extension of cos(m*theta) to [0, pi].
+- AdaCos    the dynamic scale of Zhang et al. 2019, capped at ``scale`` (the guide's logist_scale).
+- AdaFace   feature-norm adaptive margin (Kim et al. 2022), m 0.4, h 0.333, running norm stats.
+theta comes from arccos of a cosine clipped to [-1+eps, 1-eps] and sin from sqrt(max(0, 1-cos^2)),
+so cos = +-1 never gives NaN values or gradients."""
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+EPS = 1e-7
+DEFAULT_MARGINS = {"ArcFace": 0.5, "CosFace": 0.35, "SphereFace": 1.35, "AdaFace": 0.4, "AdaCos": 0.0,
+                   "Combined": 0.5, "NormDense": 0.0}
+
+
+@keras.saving.register_keras_serializable(package="recface")
+class NormDense(keras.layers.Layer):
+    """cos(theta_j) between the embedding and each class centre; plain (no margin) scaled logits."""
+
+    def __init__(self, num_classes, scale=64.0, margin=0.0, regularizer=None, **kw):
+        kw.setdefault("dtype", "float32")
+        super().__init__(**kw)
+        self.num_classes, self.scale, self.margin = int(num_classes), float(scale), float(margin)
+        self.regularizer = keras.regularizers.get(regularizer)
+
+    def build(self, input_shape):
+        emb_shape = input_shape[0] if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)) else input_shape
+        self.w = self.add_weight(name="centers", shape=(int(emb_shape[-1]), self.num_classes),
+                                 initializer=keras.initializers.GlorotNormal(), regularizer=self.regularizer)
+
+    def cosine(self, emb):
+        emb = ops.cast(emb, "float32")
+        e = emb / ops.maximum(ops.norm(emb, axis=1, keepdims=True), 1e-12)
+        w = self.w / ops.maximum(ops.norm(self.w, axis=0, keepdims=True), 1e-12)
+        return ops.clip(ops.matmul(e, w), -1.0, 1.0)
+
+    def target_logit(self, cos, emb, training):
+        return cos
+
+    def call(self, inputs, training=None):
+        emb, labels = inputs
+        cos = self.cosine(emb)
+        onehot = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), self.num_classes, dtype="float32")
+        target = self.target_logit(cos, emb, training)
+        return self.current_scale(cos, onehot, training) * (onehot * target + (1.0 - onehot) * cos)
+
+    def current_scale(self, cos, onehot, training):
+        return self.scale
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], self.num_classes)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "scale": self.scale,
+                "margin": self.margin, "regularizer": keras.regularizers.serialize(self.regularizer)}
+
+
+def _theta(cos):
+    return ops.arccos(ops.clip(cos, -1.0 + EPS, 1.0 - EPS))
+
+
+def _sin(cos):
+    return ops.sqrt(ops.clip(1.0 - cos * cos, EPS, 1.0))
+
+
+@keras.saving.register_keras_serializable(package="recface")
+class ArcFace(NormDense):
+    def __init__(self, num_classes, scale=64.0, margin=0.5, easy_margin=False, **kw):
+        super().__init__(num_classes, scale, margin, **kw)
+        self.easy_margin = bool(easy_margin)
+
+    def target_logit(self, cos, emb, training):
+        m = self.margin
+        phi = cos * math.cos(m) - _sin(cos) * math.sin(m)
+        if self.easy_margin:
+            return ops.where(cos > 0.0, phi, cos)
+        # theta + m > pi  <=>  cos < cos(pi - m): use cos - m*sin(m), which keeps decreasing in theta
+        return ops.where(cos > math.cos(math.pi - m), phi, cos - math.sin(math.pi - m) * m)
+
+    def get_config(self):
+        return {**super().get_config(), "easy_margin": self.easy_margin}
+
+
+@keras.saving.register_keras_serializable(package="recface")
+class CosFace(NormDense):
+    def __init__(self, num_classes, scale=64.0, margin=0.35, **kw):
+        super().__init__(num_classes, scale, margin, **kw)
+
+    def target_logit(self, cos, emb, training):
+        return cos - self.margin
+
+
+@keras.saving.register_keras_serializable(package="recface")
+class Combined(NormDense):
+    """insightface's combined margin: cos(m1*theta + m2) - m3 (e.g. 1.0, 0.3, 0.2)."""
+
+    def __init__(self, num_classes, scale=64.0, margin=0.5, margin1=1.0, margin3=0.0, **kw):
+        super().__init__(num_classes, scale, margin, **kw)
+        self.margin1, self.margin3 = float(margin1), float(margin3)
+
+    def target_logit(self, cos, emb, training):
+        t = self.margin1 * _theta(cos) + self.margin
+        # beyond pi the cosine would turn upwards again: continue linearly below cos(pi) instead
+        return ops.where(t < math.pi, ops.cos(t), -1.0 - (t - math.pi)) - self.margin3
+
+    def get_config(self):
+        return {**super().get_config(), "margin1": self.margin1, "margin3": self.margin3}
+
+
+@keras.saving.register_keras_serializable(package="recface")
+class SphereFace(NormDense):
+    def __init__(self, num_classes, scale=64.0, margin=1.35, **kw):
+        super().__init__(num_classes, scale, margin, **kw)
+
+    def target_logit(self, cos, emb, training):
+        mt = self.margin * _theta(cos)
+        k = ops.floor(mt / math.pi)
+        sign = 1.0 - 2.0 * ops.mod(k, 2.0)
+        return sign * ops.cos(mt) - 2.0 * k
+
+
+@keras.saving.register_keras_serializable(package="recface")
+class AdaCos(NormDense):
+    """No margin; the scale follows the batch: s = log(B_avg) / cos(min(pi/4, theta_med)),
+    B_avg = mean over the batch of sum_{j != y} exp(s*cos_j), theta_med the median target angle.
+    Starts at sqrt(2)*log(C-1) and is capped at ``scale``."""
+
+    def __init__(self, num_classes, scale=64.0, margin=0.0, **kw):
+        super().__init__(num_classes, scale, margin, **kw)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        s0 = min(self.scale, math.sqrt(2.0) * math.log(max(self.num_classes - 1, 2)))
+        self.s = self.add_weight(name="adaptive_scale", shape=(), initializer=keras.initializers.Constant(s0),
+                                 trainable=False, aggregation="mean")
+
+    def current_scale(self, cos, onehot, training):
+        if training:
+            s = ops.stop_gradient(self.s)
+            b_avg = ops.mean(ops.sum((1.0 - onehot) * ops.exp(s * ops.stop_gradient(cos)), axis=1))
+            theta_t = ops.sort(_theta(ops.sum(onehot * ops.stop_gradient(cos), axis=1)))
+            n = ops.shape(theta_t)[0]
+            med = theta_t[n // 2]
+            new = ops.log(ops.maximum(b_avg, 1e-12)) / ops.cos(ops.minimum(math.pi / 4, med))
+            self.s.assign(ops.clip(new, 1.0, self.scale))
+        return self.s
+
+
+@keras.saving.register_keras_serializable(package="recface")
+class AdaFace(NormDense):
+    """Margin adapts to image quality measured by the feature norm ||z||:
+    ms = clip((||z|| - mu) / (sigma + eps) * h, -1, 1), target logit cos(theta + g_ang) - g_add with
+    g_ang = -m*ms, g_add = m + m*ms; mu, sigma are the batch's norm statistics, smoothed with
+    momentum ``t_alpha`` (0.01) into running values that are used for the margin."""
+
+    def __init__(self, num_classes, scale=64.0, margin=0.4, h=0.333, t_alpha=0.01, **kw):
+        super().__init__(num_classes, scale, margin, **kw)
+        self.h, self.t_alpha = float(h), float(t_alpha)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.batch_mean = self.add_weight(name="batch_mean", shape=(), initializer=keras.initializers.Constant(20.0),
+                                          trainable=False, aggregation="mean")
+        self.batch_std = self.add_weight(name="batch_std", shape=(), initializer=keras.initializers.Constant(100.0),
+                                         trainable=False, aggregation="mean")
+
+    def target_logit(self, cos, emb, training):
+        norm = ops.clip(ops.stop_gradient(ops.norm(ops.cast(emb, "float32"), axis=1, keepdims=True)), 0.001, 100.0)
+        mean, std = self.batch_mean, self.batch_std
+        if training:
+            n = ops.cast(ops.shape(norm)[0], "float32")
+            bm = ops.mean(norm)
+            bs = ops.sqrt(ops.sum(ops.square(norm - bm)) / ops.maximum(n - 1.0, 1.0))
+            mean = self.t_alpha * bm + (1.0 - self.t_alpha) * self.batch_mean
+            std = self.t_alpha * bs + (1.0 - self.t_alpha) * self.batch_std
+            self.batch_mean.assign(mean)
+            self.batch_std.assign(std)
+        ms = ops.clip((norm - mean) / (std + 1e-3) * self.h, -1.0, 1.0)
+        theta = ops.clip(_theta(cos) - self.margin * ms, EPS, math.pi - EPS)
+        return ops.cos(theta) - (self.margin + self.margin * ms)
+
+    def get_config(self):
+        return {**super().get_config(), "h": self.h, "t_alpha": self.t_alpha}
+
+
+HEADS = {"ArcFace": ArcFace, "CosFace": CosFace, "SphereFace": SphereFace, "AdaCos": AdaCos,
+         "AdaFace": AdaFace, "Combined": Combined, "NormDense": NormDense}

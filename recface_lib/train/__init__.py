@@ -1,0 +1,1 @@
+"""Training: the staged plan, the trainer (fit, checkpoints, resume, strategy) and its callbacks."""

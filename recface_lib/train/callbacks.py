@@ -1,0 +1,89 @@
+"""Keras callbacks of the trainer: validation on pair sets, checkpoints every N steps and at each
+segment end, the NaN guard, history (CSV, TensorBoard, PNG curves) and the progress bar."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import keras
+
+from ..evaluate.verification import embed_images, evaluate_embeddings
+from ..io_utils import atomic_path, load_item
+
+
+class PairSetValidator:
+    """A pair set decoded once (at the model's input size); ``__call__(embed_fn)`` -> result."""
+
+    def __init__(self, path: str, input_size: int, flip: bool = True, batch_size: int = 64):
+        import cv2
+
+        from ..evaluate.verify import load_pair_source
+
+        src = load_pair_source(path)
+        self.name, self.flip, self.batch_size = src.name, flip, batch_size
+        self.index1, self.index2, self.issame = src.index1, src.index2, src.issame
+        self.images = []
+        for i, item in enumerate(src.items):
+            im = load_item(item, f"{path} image {i}")
+            if im.shape[:2] != (input_size, input_size):
+                im = cv2.resize(im, (input_size, input_size), interpolation=cv2.INTER_AREA)
+            self.images.append(im)
+
+    def __call__(self, embed_fn):
+        emb = embed_images(self.images, embed_fn, self.batch_size, self.flip, show_progress=False)
+        n_folds = min(10, len(self.issame))
+        return evaluate_embeddings(emb[self.index1], emb[self.index2], self.issame, n_folds=n_folds)
+
+
+class TrainingStopped(RuntimeError):
+    pass
+
+
+class PlanCallback(keras.callbacks.Callback):
+    """Counts global steps, checkpoints, validates at segment ends, records history, guards NaN."""
+
+    def __init__(self, run, stage_index: int, first_segment: int, bar):
+        super().__init__()
+        self.run, self.si, self.seg, self.bar = run, stage_index, first_segment, bar
+        self.nan_step = None
+
+    # batches are counted here, not by optimizer.iterations: under mixed_float16 the loss-scale
+    # optimizer skips (and does not count) steps whose gradients overflowed
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            self.nan_step = self.run.global_step + 1
+            self.model.stop_training = True
+            return
+        self.run.global_step += 1
+        step = self.run.global_step
+        self.bar.update(1)
+        if batch % 10 == 0:
+            self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{float(logs.get('accuracy', 0)):.3f}", refresh=False)
+        every = self.run.cfg.checkpoint_every
+        if every and step % every == 0:
+            self.run.checkpoint(step, self.si, self.seg)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.nan_step is not None:
+            return
+        self.run.end_segment(self.run.global_step, self.si, self.seg, logs or {})
+        self.seg += 1
+
+
+def write_history_csv(rows: list[dict], path: Path) -> None:
+    keys = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def save_backbone(backbone, path: Path) -> Path:
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        backbone.save_weights(str(tmp))
+    return path
+

@@ -1,0 +1,73 @@
+"""TrainConfig: the training stage's parameters (the recface guide's ``train_plan`` + ``cfg``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import StageConfig, choice, param
+from ..data.input_pipeline import NORMALIZATIONS
+from ..errors import ConfigError
+from ..models.build import BACKBONES, HEAD_ALIASES, HEAD_NAMES
+from .optim import OPTIMIZERS
+from .plan import parse_plan
+
+GUIDE_PLAN = [[8, 0.01, False, 1], [6, 0.005, False, 1], [8, 0.0025, True, 1],
+              [10, 1e-3, True, 4], [10, 1e-4, True, 4], [10, 1e-5, True, 4]]
+STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclass
+class TrainConfig(StageConfig):
+    dataset: str = param("", "build output folder (metadata.json + shards)")
+    output: str = param("", "run folder: checkpoints, history, curves, best and final weights")
+    backbone: str = choice("MobileFaceNetV2", tuple(BACKBONES), "backbone network")
+    input_size: int = param(112, "input side in pixels")
+    embd_shape: int = param(512, "embedding size")
+    dropout: float = param(0.0, "dropout before the embedding layer")
+    normalization: str = choice("-1:1", NORMALIZATIONS, "input scaling")
+    head: str = choice("ArcFace", HEAD_NAMES + tuple(HEAD_ALIASES), "margin head")
+    margin: float | None = param(None, "margin (None: the head's default: ArcFace 0.5, CosFace 0.35, SphereFace 1.35, AdaFace 0.4)")
+    scale: float = param(64.0, "logit scale s (AdaCos: its maximum; the guide's logist_scale)")
+    easy_margin: bool = param(False, "ArcFace: margin only where cos > 0")
+    margin1: float = param(1.0, "Combined head: m1 (cos(m1*theta + m2) - m3)")
+    margin3: float = param(0.0, "Combined head: m3")
+    adaface_h: float = param(0.333, "AdaFace: h")
+    plan: list = param(GUIDE_PLAN, "stages: (epochs, lr, val_save, val_per_epoch[, weight_decay]) or mappings")
+    batch_size: int = param(256, "global batch size")
+    steps_per_epoch: int = param(0, "0: num_samples // batch_size from metadata")
+    optimizer: str = choice("sgd", OPTIMIZERS, "sgd (momentum) or adamw")
+    momentum: float = param(0.9, "SGD momentum")
+    nesterov: bool = param(False, "SGD Nesterov momentum")
+    weight_decay: float = param(5e-4, "the guide's w_decay (L2 on kernels for SGD; decoupled for AdamW)")
+    train_crop: bool = param(False, "random resize to [112, 128] + random 112 crop")
+    flip: bool = param(True, "random horizontal flip")
+    color_jitter: float = param(0.0, "brightness/contrast/saturation jitter strength (0-1)")
+    random_erasing: float = param(0.0, "probability of erasing a random box")
+    low_res: float = param(0.0, "probability of low-resolution augmentation (AdaFace)")
+    shuffle_buffer: int = param(8192, "records in the shuffle buffer")
+    val_sets: list = param([], "pair sets validated during training: .bin files or folders with pairs.txt")
+    val_flip: bool = param(True, "flip test-time augmentation in validation")
+    val_batch_size: int = param(64, "batch size for validation embedding")
+    checkpoint_every: int = param(1000, "also checkpoint every N steps (0: only at segment ends)")
+    keep_checkpoints: int = param(2, "checkpoints kept (older ones deleted)")
+    copy_to: str = param("", "also copy each checkpoint here (a Google Drive mount on Colab); resume looks here too")
+    resume: bool = param(True, "continue from the newest checkpoint in output/ or copy_to/")
+    pretrained: str = param("", "transfer learning: backbone weights (.weights.h5) or a previous run folder")
+    precision: str = choice("float32", PRECISIONS, "mixed precision policy")
+    jit_compile: bool = param(False, "XLA-compile the train step")
+    strategy: str = choice("auto", STRATEGIES, "tf.distribute strategy")
+    cpu_replicas: int = param(0, "testing: split the CPU into N logical devices and mirror over them")
+    deterministic: bool = param(False, "seeded data order and op determinism (reproducible runs)")
+    seed: int = param(0, "seed for weights, data order and augmentation")
+    tensorboard: bool = param(True, "write TensorBoard scalars to output/tensorboard")
+
+    def validate(self, where=""):
+        parse_plan(self.plan, f"{where}plan")
+        if self.batch_size < 1:
+            raise ConfigError(f"{where}batch_size: must be >= 1")
+        if self.cpu_replicas > 1 and self.jit_compile:
+            raise ConfigError(f"{where}jit_compile with cpu_replicas: XLA cannot compile a step over logical CPU "
+                              "devices (variables on another device); test them separately")
+        for k in ("dataset", "output"):
+            if not getattr(self, k):
+                raise ConfigError(f"{where}{k}: required")

@@ -1,0 +1,146 @@
+"""The training engine on real photos (lfw_friends16, tiny steps): kill and resume, NaN guard,
+validation + best weights, copy_to resume, transfer learning with a frozen backbone, and the
+GPU-only code paths (mixed precision, XLA, a 2-replica MirroredStrategy) exercised on CPU."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import last_json, run_cli
+
+TINY = ["--set", "input_size=32", "--set", "embd_shape=32", "--set", "batch_size=16", "--set", "shuffle_buffer=64",
+        "--set", "tensorboard=false"]
+
+
+@pytest.fixture(scope="module")
+def ds(friends_dir, tmp_path_factory):
+    from recface_lib.build import BuildConfig, build
+
+    out = tmp_path_factory.mktemp("ds") / "friends16"
+    build(BuildConfig.from_dict({"input": str(friends_dir / "train"), "output": str(out), "shards": 2,
+                                 "test_samples": 4, "test_max_pairs": 40}), show_progress=False)
+    return out
+
+
+def h5_weights(path):
+    import h5py
+
+    out = {}
+    with h5py.File(path) as f:
+        f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+    return out
+
+
+def max_diff(a, b):
+    assert a.keys() == b.keys() and a
+    return max(float(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)).max()) for k in a)
+
+
+def train_args(ds, out, *extra):
+    return ["train", "--dataset", str(ds), "--output", str(out), *TINY, *extra, "--json"]
+
+
+def test_kill_and_resume_gives_the_same_weights(ds, tmp_path):
+    plan = ["--set", "plan=[[1, 0.05, false, 2], {epochs: 1, lr: 0.01, decay: cosine, weight_decay: 1.0e-4}]",
+            "--set", "steps_per_epoch=6", "--set", "checkpoint_every=2", "--set", "deterministic=true",
+            "--set", "head=ArcFace"]
+    ref = last_json(run_cli(*train_args(ds, tmp_path / "ref", *plan)))
+    assert ref["global_step"] == 12 and ref["resumed_from"] is None
+
+    run = tmp_path / "killed"
+    exe = Path(sys.executable).with_name("recface")
+    proc = subprocess.Popen([str(exe), *train_args(ds, run, *plan)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "RECFACE_NO_PROGRESS": "1"})
+    target = run / "checkpoints" / "ckpt-000000008"  # mid-stage-2, between segment ends
+    t0 = time.time()
+    while not target.is_dir() and proc.poll() is None and time.time() - t0 < 300:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    done = sorted(p.name for p in (run / "checkpoints").glob("ckpt-*"))
+    assert done and done[-1] >= "ckpt-000000008"
+    res = last_json(run_cli(*train_args(ds, run, *plan)))
+    assert res["resumed_from"].endswith(done[-1])
+    lost = 12 - int(done[-1][5:])
+    assert lost <= 12 - 8  # at most the steps since the last checkpoint are redone
+    diff = max_diff(h5_weights(tmp_path / "ref" / "final" / "backbone.weights.h5"),
+                    h5_weights(run / "final" / "backbone.weights.h5"))
+    assert diff < 1e-5, f"resumed run differs from the uninterrupted one by {diff}"
+    hist = (run / "history.csv").read_text().splitlines()
+    assert len(hist) == 1 + 3  # 2 segments in stage 1, 1 in stage 2, none duplicated by the resume
+    assert (run / "curves.png").stat().st_size > 5000
+    # a complete plan is not retrained
+    again = last_json(run_cli(*train_args(ds, run, *plan)))
+    assert again["global_step"] == 12 and again["resumed_from"].endswith("ckpt-000000012")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(ds, tmp_path):
+    proc = run_cli(*train_args(ds, tmp_path / "nan", "--set", "plan=[[1, 0.01], [1, 1.0e+35]]",
+                               "--set", "steps_per_epoch=3", "--set", "head=CosFace"), check=False)
+    assert proc.returncode == 1
+    err = last_json(proc)["error"]
+    assert "NaN/Inf at step 5 (stage 2" in err and "ckpt-000000003" in err  # step 4 blows the weights up
+    ck = tmp_path / "nan" / "checkpoints"
+    assert json.loads((ck / "latest.json").read_text())["checkpoint"] == "ckpt-000000003"
+    w = h5_weights(ck / "ckpt-000000003" / "model.weights.h5")
+    assert all(np.all(np.isfinite(v)) for v in w.values())
+
+
+def test_validation_best_copy_to_and_transfer(ds, tmp_path):
+    val = ds / "test.bin"
+    assert val.is_file()
+    drive = tmp_path / "drive"
+    run = tmp_path / "run"
+    common = ["--set", f"val_sets=[{val}]", "--set", "steps_per_epoch=4", "--set", f"copy_to={drive}",
+              "--set", "head=AdaFace"]
+    r1 = last_json(run_cli(*train_args(ds, run, "--set", "plan=[[1, 0.05, true, 2]]", *common)))
+    assert set(r1["best"]) == {"test"} and 0.0 <= r1["best"]["test"]["accuracy"] <= 1.0
+    assert (run / "best" / "test.weights.h5").is_file()
+    assert "val_test" in (run / "history.csv").read_text().splitlines()[0]
+    assert sorted(p.name for p in drive.glob("ckpt-*"))[-1] == "ckpt-000000004"
+
+    # the local runtime is lost: the plan is extended and resumes from the Drive copy
+    import shutil
+    shutil.rmtree(run / "checkpoints")
+    r2 = last_json(run_cli(*train_args(ds, run, "--set", "plan=[[1, 0.05, true, 2], [0.5, 0.01]]", *common)))
+    assert r2["resumed_from"] == str(drive / "ckpt-000000004") and r2["global_step"] == 6
+
+    # transfer learning: new classes, backbone frozen in the first stage, then fine-tuned
+    tl = tmp_path / "transfer"
+    r3 = last_json(run_cli(*train_args(ds, tl, "--set", f"pretrained={run}", "--set", "head=CosFace",
+                                       "--set", "plan=[{epochs: 1, lr: 0.05, freeze_backbone: true}]",
+                                       "--set", "steps_per_epoch=3")))
+    assert r3["global_step"] == 3
+    before = h5_weights(run / "final" / "backbone.weights.h5")
+    after = h5_weights(tl / "final" / "backbone.weights.h5")
+    assert max_diff(before, after) == 0.0, "a frozen backbone must not change"
+    r4 = last_json(run_cli(*train_args(ds, tmp_path / "tune", "--set", f"pretrained={run}",
+                                       "--set", "plan=[[1, 0.05]]", "--set", "steps_per_epoch=2")))
+    assert r4["global_step"] == 2
+    assert max_diff(before, h5_weights(tmp_path / "tune" / "final" / "backbone.weights.h5")) > 0
+
+
+def test_gpu_paths_on_cpu_mirrored_bfloat16_and_xla(ds, tmp_path):
+    r = last_json(run_cli(*train_args(ds, tmp_path / "mirror", "--set", "plan=[[1, 0.01]]", "--set", "steps_per_epoch=2",
+                                      "--set", "precision=mixed_bfloat16", "--set", "cpu_replicas=2",
+                                      "--set", "head=AdaCos")))
+    assert r["replicas"] == 2 and r["precision"] == "mixed_bfloat16" and np.isfinite(r["loss"])
+    r = last_json(run_cli(*train_args(ds, tmp_path / "xla", "--set", "plan=[[1, 0.01]]", "--set", "steps_per_epoch=2",
+                                      "--set", "jit_compile=true", "--set", "head=SphereFace")))
+    assert r["jit_compile"] is True and r["global_step"] == 2 and np.isfinite(r["loss"])
+    w = h5_weights(tmp_path / "mirror" / "final" / "backbone.weights.h5")
+    assert all(v.dtype == np.float32 and np.all(np.isfinite(v)) for v in w.values())  # variables stay float32
+
+
+def test_bad_parameters_fail_cleanly(ds, tmp_path):
+    proc = run_cli(*train_args(ds, tmp_path / "bad", "--set", "backbone=ResNet35"), check=False)
+    assert proc.returncode == 1 and "backbone: 'ResNet35' is not one of" in last_json(proc)["error"]
+    proc = run_cli("train", "--dataset", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o"), "--json", check=False)
+    assert proc.returncode == 1 and "nowhere" in last_json(proc)["error"]
