@@ -235,7 +235,96 @@ def _models(a):
     return {"backbones": describe_backbones(a.input_size, a.embd_shape, a.names or None), "heads": list(HEAD_NAMES)}
 
 
-_PARSERS = {"train": _p_train, "models": _p_models, "build": _p_build, "align": _p_align, "verify": _p_verify, "rec2jpg": _p_rec2jpg, "bin-info": _p_bin_info, "bin2jpg": _p_bin2jpg, "pairs2bin": _p_pairs2bin,
+# -- classify -----------------------------------------------------------------------------------------
+def _p_classify(p):
+    p.add_argument("--known", required=True, help="folder with train/<person>/ and test/<person>/")
+    p.add_argument("--others", help="folder with train/ and test/ of unknown people (default: KNOWN/others)")
+    p.add_argument("--embedder", default="dlib_resnet", help="dlib_resnet, a training run folder or a bundle .zip")
+    p.add_argument("--classifier", default="svc_lin", help="svc_lin, svc_rbf, knn, logreg or centroid")
+    p.add_argument("--target-far", type=float, default=0.01, help="share of train Others allowed past the threshold")
+    p.add_argument("--no-compare", action="store_true", help="only the chosen classifier (no comparison table)")
+    p.add_argument("--out", help="report folder (classifier, confusion.png, errors.png, comparison.md)")
+    p.add_argument("--workers", type=int, default=1)
+
+
+@verb("classify", "identify known people and reject unknown ones (threshold chosen on train data only)")
+def _classify(a):
+    from .evaluate.classify import classify
+    return classify(a.known, a.others, a.embedder, a.classifier, a.out, a.target_far, not a.no_compare, a.workers,
+                    show_progress=not a.no_progress)
+
+
+# -- export / identify --------------------------------------------------------------------------------
+def _p_export(p):
+    p.add_argument("--checkpoint", "--run", dest="run", required=True, help="training run folder (model.json, final/)")
+    p.add_argument("--out", required=True, help="bundle path, e.g. weights/NAME.zip")
+    p.add_argument("--check-images", required=True, help="face photos the formats are checked on (aligned or not)")
+    p.add_argument("--classifier", help="a `recface classify --out` folder's classifier/ (fitted with this model)")
+    p.add_argument("--weights", default="final", help="final, or the name of a validation set's best weights")
+    p.add_argument("--formats", nargs="*", default=None, help="keras saved_model onnx tflite (default: all)")
+
+
+@verb("export", "production bundle (.keras, SavedModel, ONNX, TFLite, recface.json, classifier), each format checked")
+def _export(a):
+    from .export import FORMATS, export
+    return export(a.run, a.out, a.check_images, a.classifier, a.weights, tuple(a.formats or FORMATS))
+
+
+def _p_identify(p):
+    p.add_argument("--bundle", required=True, help="export bundle .zip")
+    p.add_argument("--backend", default="onnx", choices=("onnx", "keras"), help="onnx runs without TensorFlow")
+    p.add_argument("images", nargs="+", help="photos")
+
+
+@verb("identify", "name the faces in photos with an export bundle (its classifier and threshold)")
+def _identify(a):
+    from .inference import FaceRecognizer
+    rec = FaceRecognizer.from_bundle(a.bundle, a.backend)
+    res = {img: [f.to_json() for f in rec.identify(img)] for img in a.images}
+    if not a.json:
+        for img, faces in res.items():
+            print(img + ": " + (", ".join(f"{f['name'] or 'unknown'} ({f['score']:.3f})" for f in faces) or "no face"))
+    import sys
+    return {"images": res, "tensorflow_imported": "tensorflow" in sys.modules}
+
+
+def _p_evaluate(p):
+    p.add_argument("--params", help="YAML of EvalConfig fields (models, pair_sets, flip, folds, output)")
+    p.add_argument("--model", action="append", dest="models", help="embedder (repeatable): dlib_resnet, run folder, bundle")
+    p.add_argument("--pairs", action="append", dest="pair_sets", help="pair set (repeatable)")
+    p.add_argument("--output", help="report folder")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any parameter (YAML value)")
+
+
+@verb("evaluate", "models x pair sets: comparison table (accuracy, TAR@FAR, AUC) and ROC plots")
+def _evaluate(a):
+    from .evaluate.report import EvalConfig, evaluate
+    over = {k: getattr(a, k) for k in ("models", "pair_sets", "output") if getattr(a, k)}
+    over.update(_overrides(a.set))
+    cfg = EvalConfig.from_yaml(a.params, **over) if a.params else EvalConfig.from_dict(over, source="recface evaluate")
+    res = evaluate(cfg, show_progress=not a.no_progress)
+    if not a.json:
+        print(open(res["table"]).read())
+    return {k: v for k, v in res.items() if k != "rows"} | {"results": [
+        {k: r[k] for k in ("model", "pair_set", "flip", "accuracy", "std", "tar_far_1e-3", "auc")} for r in res["rows"]]}
+
+
+def _p_pipeline(p):
+    p.add_argument("--scenario", default="demo", help="papermill_params/<scenario>/ (demo, tiny, colab, ms1mv2)")
+    p.add_argument("--from", dest="start", help="first stage to run")
+    p.add_argument("--to", dest="stop", help="last stage to run")
+    p.add_argument("--runs", default="runs", help="executed notebooks and reports go to RUNS/<scenario>/")
+    p.add_argument("--force", action="store_true", help="rerun stages even when unchanged")
+    p.add_argument("--params-dir", help="folder of scenarios (default: the repository's papermill_params/)")
+
+
+@verb("pipeline", "run the stage notebooks of a scenario in order with papermill (skips unchanged stages)")
+def _pipeline(a):
+    from .pipeline import run_pipeline
+    return run_pipeline(a.scenario, a.start, a.stop, a.runs, a.force, a.params_dir)
+
+
+_PARSERS = {"pipeline": _p_pipeline, "evaluate": _p_evaluate, "export": _p_export, "identify": _p_identify, "classify": _p_classify, "train": _p_train, "models": _p_models, "build": _p_build, "align": _p_align, "verify": _p_verify, "rec2jpg": _p_rec2jpg, "bin-info": _p_bin_info, "bin2jpg": _p_bin2jpg, "pairs2bin": _p_pairs2bin,
             "carray2bin": _p_carray2bin, "scan": _p_scan}
 
 

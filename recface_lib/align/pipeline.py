@@ -184,15 +184,45 @@ def _run(cfg: AlignConfig, triples: list, on_result, show_progress: bool, desc: 
 
 
 # -- folders ------------------------------------------------------------------------------------------
+def select_people(files: list[Path], root: Path, cfg: AlignConfig) -> list[Path]:
+    """Identity selection for training sets: min/max images per person, and people to keep out
+    (those of evaluation pairs, or of a friends folder) so that evaluation stays honest."""
+    if not (cfg.min_images or cfg.max_images or cfg.exclude_pairs or cfg.exclude_people_of):
+        return files
+    excluded: set[str] = set()
+    if cfg.exclude_pairs:
+        from ..data.lfw_pairs import read_pairs
+        folds = set(cfg.exclude_folds)
+        for q in read_pairs(cfg.exclude_pairs, root):
+            if not folds or q.fold in folds:
+                excluded.update({Path(q.path1).parent.name, Path(q.path2).parent.name})
+    if cfg.exclude_people_of:
+        ex = Path(cfg.exclude_people_of)
+        if not ex.is_dir():
+            raise ConfigError(f"exclude_people_of: {ex} is not a folder")
+        excluded.update(p.name for p in ex.iterdir() if p.is_dir())
+    by: dict[str, list[Path]] = {}
+    for f in files:
+        rel = f.relative_to(root).parts
+        if len(rel) > 1:
+            by.setdefault(rel[0], []).append(f)
+    keep = []
+    for person, fs in sorted(by.items()):
+        if person in excluded or len(fs) < cfg.min_images:
+            continue
+        keep += fs[:cfg.max_images] if cfg.max_images else fs
+    return keep
+
+
 def align_folder(cfg: AlignConfig, show_progress: bool = True) -> dict:
     from ..data.image_folder import list_images
     from ..convert import write_manifest
 
     inp, out = Path(cfg.input), Path(cfg.output)
     _check_not_in_place(inp, out)
-    files = list_images(inp)
+    files = select_people(list_images(inp), inp, cfg)
     if not files:
-        raise FormatError(f"{inp}: no images found")
+        raise FormatError(f"{inp}: no images found (after the identity selection)")
     out.mkdir(parents=True, exist_ok=True)
     _check_manifest(out, cfg)
     write_manifest(out, "align", {"input": str(inp)}, cfg.output_params(), {"status": "running"})

@@ -29,13 +29,22 @@ class PairSource:
 
 def load_pair_source(pairs: str | os.PathLike, images: str | os.PathLike | None = None,
                      folds: list[int] | None = None) -> PairSource:
-    """``pairs`` is a ``.bin``, or a ``pairs.txt`` whose images lie under ``images`` (or under
+    """``pairs`` is a ``.bin``, a bcolz carray folder (with ``<name>_list.npy`` beside it), or a ``pairs.txt`` whose images lie under ``images`` (or under
     ``lfw-deepfunneled/`` / ``lfw/`` beside it). ``folds`` (0-based) keeps those folds only."""
     from ..data.lfw_pairs import read_pairs
     from ..data.verification_bin import read_bin
 
     p = Path(pairs)
     wanted = None if folds is None else set(folds)
+    if p.is_dir() and (p.parent / f"{p.name}_list.npy").is_file():  # bcolz carray set (insightface)
+        from ..data.verification_bin import read_carray
+        imgs, issame = read_carray(p.parent, p.name)
+        n = len(issame)
+        keep = np.arange(n) if wanted is None else np.concatenate(
+            [idx for f, idx in enumerate(fold_indices(n, 10)) if f in wanted])
+        items = [imgs[j] for i in keep for j in (2 * i, 2 * i + 1)]
+        k = np.arange(len(keep))
+        return PairSource(p.name, items, 2 * k, 2 * k + 1, np.asarray(issame, bool)[keep])
     if p.is_dir():
         p = p / "pairs.txt"
     if p.suffix == ".bin":
@@ -65,22 +74,26 @@ def load_pair_source(pairs: str | os.PathLike, images: str | os.PathLike | None 
                       np.array([q.same for q in plist], bool))
 
 
-def embedder_factory(spec: str):
-    """(factory, kwargs) for parallel_map. Trained models and bundles join here with their issues."""
+def embedder_factory(spec: str, backend: str = "keras"):
+    """(factory, kwargs) for parallel_map: ``dlib_resnet``, a training run folder, or a bundle .zip
+    (``backend`` onnx or keras)."""
     if spec == "dlib_resnet":
         from .reference import DlibResNetEmbedder
         return DlibResNetEmbedder, {}
-    raise ConfigError(f"embedder: unknown {spec!r}; valid: {', '.join(EMBEDDERS)}")
+    if Path(spec).exists():
+        from ..inference import make_recognizer
+        return make_recognizer, {"spec": str(spec), "backend": backend}
+    raise ConfigError(f"embedder: {spec!r} is not {', '.join(EMBEDDERS)}, a training run folder or a bundle .zip "
+                      "(no such path)")
 
 
-def embed_source(src: PairSource, embedder: str = "dlib_resnet", workers: int = 1, chunk: int = 32,
-                 show_progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Embed every distinct image once: (embeddings, mirrored-image embeddings, detection stats)."""
-    factory, kwargs = embedder_factory(embedder)
-    chunks = chunked(src.items, chunk)
-    bar = progress(total=len(src.items), desc=f"embed {src.name} ({embedder})", unit="img", disable=not show_progress)
+def embed_items(items: list, embedder: str = "dlib_resnet", workers: int = 1, chunk: int = 32, desc: str = "embed",
+                show_progress: bool = True, backend: str = "keras") -> tuple[np.ndarray, np.ndarray, dict]:
+    """Embed images (paths or encoded bytes): (embeddings, mirrored-image embeddings, detection stats)."""
+    factory, kwargs = embedder_factory(embedder, backend)
+    bar = progress(total=len(items), desc=f"{desc} ({Path(embedder).name})", unit="img", disable=not show_progress)
     es, efs, stats = [], [], {}
-    for e, ef, st in parallel_map(factory, kwargs, "embed_items", chunks, workers,
+    for e, ef, st in parallel_map(factory, kwargs, "embed_items", chunked(items, chunk), workers,
                                   on_result=lambda r: bar.update(len(r[0]))):
         es.append(e)
         efs.append(ef)
@@ -88,6 +101,12 @@ def embed_source(src: PairSource, embedder: str = "dlib_resnet", workers: int = 
             stats[k] = stats.get(k, 0) + v
     bar.close()
     return np.concatenate(es), np.concatenate(efs), stats
+
+
+def embed_source(src: PairSource, embedder: str = "dlib_resnet", workers: int = 1, chunk: int = 32,
+                 show_progress: bool = True, backend: str = "keras") -> tuple[np.ndarray, np.ndarray, dict]:
+    """Embed every distinct image of a pair set once."""
+    return embed_items(src.items, embedder, workers, chunk, f"embed {src.name}", show_progress, backend)
 
 
 def verify(pairs: str | os.PathLike, embedder: str = "dlib_resnet", images=None, flip: bool = False,

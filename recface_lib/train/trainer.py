@@ -48,6 +48,7 @@ class TrainRun:
         self.global_step = 0
         self.t0 = time.time()
         self.resumed_from = None
+        self.extra_callbacks: list = []  # user callbacks, appended to the trainer's own
 
     # -- set-up -------------------------------------------------------------------------------
     def build(self):
@@ -105,6 +106,13 @@ class TrainRun:
             raise FormatError(f"{p}: cannot load into backbone {self.cfg.backbone} "
                               f"(input {self.cfg.input_size}, embedding {self.cfg.embd_shape}): {e}") from e
 
+    def fingerprint(self) -> dict:
+        """What a checkpoint must share with this run to be resumed."""
+        c = self.cfg
+        return {"backbone": c.backbone, "head": c.head, "input_size": c.input_size, "embd_shape": c.embd_shape,
+                "num_classes": int(self.meta["num_classes"]), "num_samples": int(self.meta["num_samples"]),
+                "shards": [[s["name"], s["bytes"]] for s in self.meta["shards"]]}
+
     def ckpt_roots(self):
         return [self.out / "checkpoints", self.cfg.copy_to or None]
 
@@ -114,6 +122,12 @@ class TrainRun:
         ck = find_latest(*self.ckpt_roots())
         if ck is None:
             return
+        from .checkpoint import read_state
+        old = read_state(ck).get("fingerprint")
+        if old is not None and old != self.fingerprint():
+            diff = [k for k in old if old.get(k) != self.fingerprint().get(k)]
+            raise ConfigError(f"{ck}: this checkpoint belongs to a different run (differs in {', '.join(diff)}); "
+                              f"give a new output folder, or resume: false to start over in this one")
         with self.strategy.scope():
             state = load_checkpoint(ck, self.model, self.model.optimizer)
         self.global_step = int(state["global_step"])
@@ -123,7 +137,7 @@ class TrainRun:
     # -- during training ----------------------------------------------------------------------
     def state(self, step, si, seg) -> dict:
         return {"global_step": step, "stage": si, "segment": seg, "history": self.history, "best": self.best,
-                "seed": self.cfg.seed, "plan": self.cfg.plan, "time": time.time()}
+                "seed": self.cfg.seed, "plan": self.cfg.plan, "time": time.time(), "fingerprint": self.fingerprint()}
 
     def checkpoint(self, step, si, seg):
         from .checkpoint import save_checkpoint
@@ -198,7 +212,7 @@ class TrainRun:
                     steps, epochs = L, self.plan.n_segments[si] - seg
                 cb = PlanCallback(self, si, seg, bar)
                 self.model.fit(self.dataset(self.global_step), epochs=epochs, steps_per_epoch=steps, verbose=0, shuffle=False,
-                               callbacks=[cb])
+                               callbacks=[cb, *self.extra_callbacks])
                 if cb.nan_step is not None:
                     from .checkpoint import find_latest
                     last = find_latest(*self.ckpt_roots())

@@ -1,0 +1,90 @@
+"""``recface evaluate --params eval.yaml``: several models (``dlib_resnet``, training runs, export
+bundles) on several pair sets (``.bin``, folder + pairs.txt, bcolz carray sets), with and/or
+without flip TTA; one comparison table (Markdown, CSV, JSON) and, per pair set, the ROC curves of
+all models on one figure. Each set's images are embedded once per model (flip embeddings come
+from the same pass)."""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import StageConfig, choice, param
+from ..errors import ConfigError
+from ..io_utils import atomic_write_bytes, atomic_write_json
+
+
+@dataclass
+class EvalConfig(StageConfig):
+    models: list = param(["dlib_resnet"], "embedders: dlib_resnet, training run folders, bundle .zip files")
+    pair_sets: list = param([], "pair sets: .bin files, folders with pairs.txt, bcolz carray folders")
+    flip: str = choice("both", ("no", "yes", "both"), "flip test-time augmentation")
+    folds: list | None = param(None, "evaluate only these folds (0-based) of each set; None: all")
+    output: str = param("", "report folder")
+    workers: int = param(1, "worker processes for embedding")
+    backend: str = choice("keras", ("keras", "onnx"), "how bundles run")
+
+    def validate(self, where=""):
+        if not self.models or not self.pair_sets:
+            raise ConfigError(f"{where}models and pair_sets: give at least one of each")
+        if not self.output:
+            raise ConfigError(f"{where}output: required")
+
+
+COLUMNS = ["model", "pair_set", "flip", "pairs", "accuracy", "std", "threshold", "tar_far_1e-3", "tar_far_1e-4", "auc",
+           "angle_same", "angle_diff"]
+
+
+def evaluate(cfg: EvalConfig | dict, show_progress: bool = True) -> dict:
+    from .plots import plot_roc
+    from .verification import evaluate_embeddings, l2_normalize
+    from .verify import embed_source, load_pair_source
+
+    if isinstance(cfg, dict):
+        cfg = EvalConfig.from_dict(cfg)
+    out = Path(cfg.output)
+    flips = {"no": [False], "yes": [True], "both": [False, True]}[cfg.flip]
+    rows, curves = [], {}
+    for ps in cfg.pair_sets:
+        src = load_pair_source(ps, folds=cfg.folds)
+        for m in cfg.models:
+            e, ef, stats = embed_source(src, m, cfg.workers, show_progress=show_progress, backend=cfg.backend)
+            for fl in flips:
+                emb = l2_normalize(e) + l2_normalize(ef) if fl else e
+                r = evaluate_embeddings(emb[src.index1], emb[src.index2], src.issame, n_folds=min(10, len(src.issame)))
+                label = f"{Path(m).name}{' +flip' if fl else ''}"
+                curves.setdefault(src.name, {})[label] = r
+                rows.append({"model": Path(m).name if m != "dlib_resnet" else m, "pair_set": src.name, "flip": fl,
+                             "pairs": r.num_pairs, "accuracy": r.accuracy, "std": r.accuracy_std,
+                             "threshold": r.threshold, "tar_far_1e-3": r.val_far.get("1e-03", {}).get("tar"),
+                             "tar_far_1e-4": r.val_far.get("1e-04", {}).get("tar"), "auc": r.auc,
+                             "angle_same": r.mean_angle_same, "angle_diff": r.mean_angle_diff,
+                             "detections": stats, "model_path": str(m)})
+    plots = []
+    for name, res in curves.items():
+        plot_roc(res, out / f"roc_{name}.png", title=f"ROC: {name}")
+        plots.append(str(out / f"roc_{name}.png"))
+    md = to_markdown(rows)
+    atomic_write_bytes(out / "results.md", md.encode())
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(out / "results.csv", buf.getvalue().encode())
+    summary = {"output": str(out), "rows": rows, "table": str(out / "results.md"), "plots": plots}
+    atomic_write_json(out / "results.json", summary)
+    return summary
+
+
+def to_markdown(rows: list[dict]) -> str:
+    head = "| model | pair set | flip | pairs | accuracy | threshold | TAR@FAR1e-3 | TAR@FAR1e-4 | AUC | angle same / diff |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        pct = lambda v: "n/a" if v is None or not np.isfinite(v) else f"{100 * v:.2f}%"  # noqa: E731
+        lines.append(f"| {r['model']} | {r['pair_set']} | {'yes' if r['flip'] else 'no'} | {r['pairs']} | "
+                     f"{pct(r['accuracy'])} +- {100 * r['std']:.2f} | {r['threshold']:.4f} | {pct(r['tar_far_1e-3'])} | "
+                     f"{pct(r['tar_far_1e-4'])} | {r['auc']:.4f} | {r['angle_same']:.1f} / {r['angle_diff']:.1f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,159 @@
+"""``recface pipeline --scenario demo [--from STAGE] [--to STAGE]``: run the stage notebooks in
+order with papermill, parameters from ``papermill_params/<scenario>/<stage>.yaml``.
+
+Every YAML is validated against its stage's dataclass before anything runs (a misspelt parameter
+fails at once, listing the valid names). Executed notebooks, each stage's summary JSON and a
+Markdown summary of all stages go to ``runs/<scenario>/``. The first failing stage stops the run
+with its error. A stage whose parameters (and the summaries of the stages before it) are unchanged
+since its last successful run is skipped."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from .errors import ConfigError, RecfaceError
+from .io_utils import atomic_write_bytes, atomic_write_json
+from .stages import NOTEBOOKS, STAGE_ORDER, stage_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class StageFailed(RecfaceError):
+    pass
+
+
+def _expand(v):
+    """``$RECFACE_DATA`` / ``${VAR}`` in string values (data and Drive locations differ per machine)."""
+    if isinstance(v, str):
+        return os.path.expandvars(v)
+    if isinstance(v, list):
+        return [_expand(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _expand(x) for k, x in v.items()}
+    return v
+
+
+def scenario_params(scenario: str, params_dir: str | os.PathLike | None = None) -> dict[str, dict]:
+    import yaml
+
+    from .data.datasets import shared_data_dir
+
+    root = Path(params_dir) if params_dir else REPO / "papermill_params"
+    if "RECFACE_DATA" not in os.environ:
+        os.environ["RECFACE_DATA"] = str(shared_data_dir())
+    d = root / scenario
+    if not d.is_dir():
+        valid = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        raise ConfigError(f"scenario: unknown {scenario!r} (no {d}); valid: {', '.join(valid)}")
+    out = {}
+    for stage in STAGE_ORDER:
+        p = d / f"{stage}.yaml"
+        if p.is_file():
+            data = _expand(yaml.safe_load(p.read_text()) or {})
+            stage_config(stage, data, source=str(p))  # validate now
+            out[stage] = data
+    unknown = [p.stem for p in d.glob("*.yaml") if p.stem not in STAGE_ORDER]
+    if unknown:
+        raise ConfigError(f"{d}: unknown stage file(s) {', '.join(unknown)}; valid: {', '.join(STAGE_ORDER)}")
+    return out
+
+
+def _key(params: dict, upstream: list[str]) -> str:
+    return hashlib.sha256(json.dumps([params, upstream], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_pipeline(scenario: str = "demo", start: str | None = None, stop: str | None = None,
+                 runs: str | os.PathLike = "runs", force: bool = False, params_dir=None) -> dict:
+    import papermill as pm
+
+    params = scenario_params(scenario, params_dir)
+    stages = [s for s in STAGE_ORDER if s in params]
+    for name, s in (("--from", start), ("--to", stop)):
+        if s and s not in stages:
+            raise ConfigError(f"{name}: {s!r} is not a stage of scenario {scenario}: {', '.join(stages)}")
+    if start:
+        stages = stages[stages.index(start):]
+    if stop:
+        stages = stages[:stages.index(stop) + 1]
+    out = Path(runs) / scenario
+    out.mkdir(parents=True, exist_ok=True)
+    done, upstream = [], []
+    for stage in STAGE_ORDER:
+        if stage not in params:
+            continue
+        summary_p = out / f"{stage}.summary.json"
+        state_p = out / f"{stage}.state.json"
+        key = _key(params[stage], upstream)
+        if stage not in stages:
+            if summary_p.is_file():
+                upstream.append(summary_p.read_text())
+            continue
+        if not force and state_p.is_file() and summary_p.is_file() and json.loads(state_p.read_text()).get("key") == key:
+            print(f"[{stage}] unchanged since the last run: skipped ({summary_p})", flush=True)
+            done.append({"stage": stage, "status": "skipped", "summary": json.loads(summary_p.read_text())})
+            upstream.append(summary_p.read_text())
+            continue
+        prev = Path(str(params[stage].get("output", "")))
+        if state_p.is_file() and prev.parts and prev.exists() and out.resolve() in prev.resolve().parents:
+            # parameters or inputs changed: the pipeline's own old output would be resumed or mixed in
+            print(f"[{stage}] inputs or parameters changed: removing the old {prev}", flush=True)
+            shutil.rmtree(prev) if prev.is_dir() else prev.unlink()
+        nb = REPO / "notebooks" / f"{NOTEBOOKS[stage]}.ipynb"
+        executed = out / f"{NOTEBOOKS[stage]}.ipynb"
+        t0 = time.time()
+        print(f"[{stage}] running {nb.name} -> {executed}", flush=True)
+        try:
+            pm.execute_notebook(str(nb), str(executed), parameters={**params[stage], "show_panel": False,
+                                                                     "summary_path": str(summary_p.resolve())},
+                                cwd=str(Path.cwd()), kernel_name="python3", progress_bar=False, log_output=False)
+        except pm.PapermillExecutionError as e:
+            raise StageFailed(f"stage {stage} failed ({executed}): {e.ename}: {e.evalue}") from None
+        summary = json.loads(summary_p.read_text())
+        atomic_write_json(state_p, {"key": key, "seconds": round(time.time() - t0, 1)})
+        done.append({"stage": stage, "status": "ran", "seconds": round(time.time() - t0, 1), "summary": summary})
+        upstream.append(summary_p.read_text())
+        print(f"[{stage}] done in {time.time() - t0:.0f} s", flush=True)
+    md = summary_markdown(scenario, done, out)
+    atomic_write_bytes(out / "summary.md", md.encode())
+    return {"scenario": scenario, "stages": [{k: v for k, v in d.items() if k != "summary"} for d in done],
+            "summary": str(out / "summary.md")}
+
+
+KEY_FIGURES = {
+    "convert": ("pairs", "images", "positives", "out"),
+    "align": ("items", "counts", "aligned_grid"),
+    "build": ("num_samples", "num_classes", "shards"),
+    "train": ("global_step", "loss", "accuracy", "validation", "best", "curves"),
+    "evaluate": ("table", "plots"),
+    "classify": ("embedder", "closed_set_accuracy", "others_false_accept_rate", "wrong_person_accepts", "threshold",
+                 "confusion"),
+    "export": ("bundle", "checks", "identified"),
+}
+
+
+def summary_markdown(scenario: str, done: list[dict], out: Path) -> str:
+    lines = [f"# recface pipeline: scenario `{scenario}`", ""]
+    for d in done:
+        s = d["summary"]
+        lines.append(f"## {d['stage']} ({d['status']}{', %.0f s' % d['seconds'] if 'seconds' in d else ''})")
+        for k in KEY_FIGURES.get(d["stage"], ()):
+            if k in s and s[k] is not None:
+                v = s[k]
+                if isinstance(v, float):
+                    v = f"{v:.4f}"
+                elif isinstance(v, (dict, list)):
+                    v = json.dumps(v, default=str)[:400]
+                lines.append(f"- {k}: {v}")
+        if d["stage"] == "evaluate" and s.get("table") and Path(s["table"]).is_file():
+            lines += ["", Path(s["table"]).read_text()]
+        for k in ("aligned_grid", "curves", "confusion"):
+            if s.get(k):
+                lines.append(f"\n![{k}]({os.path.relpath(s[k], out)})")
+        for p in s.get("plots") or []:
+            lines.append(f"\n![roc]({os.path.relpath(p, out)})")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,156 @@
+"""Export bundle and inference on a model trained here (friends16, aligned with MTCNN at 64 px):
+every format checked against Keras, the bundle used by a fresh process with onnxruntime only,
+identification of LFW photos of the friends not used anywhere in training, and clear errors for
+damaged bundles."""
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import last_json, run_cli
+
+
+@pytest.fixture(scope="module")
+def trained(friends_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    run_cli("align", "--input", str(friends_dir / "train"), "--output", str(root / "aligned"), "--size", "64", "--json")
+    run_cli("build", "--input", str(root / "aligned"), "--output", str(root / "ds"), "--shards", "2", "--json")
+    run_cli("train", "--dataset", str(root / "ds"), "--output", str(root / "run"), "--set", "input_size=64",
+            "--set", "batch_size=32", "--set", "steps_per_epoch=10", "--set", "plan=[[6, 0.1], [2, 0.01]]",
+            "--set", "scale=32", "--set", "margin=0.3", "--set", "embd_shape=128", "--set", "tensorboard=false",
+            "--set", "deterministic=true", "--json")
+    clf = last_json(run_cli("classify", "--known", str(friends_dir), "--embedder", str(root / "run"),
+                            "--out", str(root / "clf"), "--no-compare", "--json"))
+    bundle = root / "friends.zip"
+    exp = last_json(run_cli("export", "--run", str(root / "run"), "--out", str(bundle), "--check-images",
+                            str(root / "aligned" / "Andre_Agassi"), "--classifier", str(root / "clf" / "classifier"),
+                            "--json"))
+    return {"root": root, "bundle": bundle, "export": exp, "classify": clf}
+
+
+def test_bundle_contents_and_format_checks(trained):
+    exp = trained["export"]
+    assert set(exp["checks"]) == {"keras", "saved_model", "onnx", "tflite"}
+    assert all(v >= 0.9999 for v in exp["checks"].values())
+    with zipfile.ZipFile(trained["bundle"]) as z:
+        names = set(z.namelist())
+        meta = json.loads(z.read("recface.json"))
+    assert {"embedding.keras", "model.onnx", "model.tflite", "recface.json", "classifier.json",
+            "classifier.npz", "saved_model/saved_model.pb"} <= names
+    assert meta["input"] == {"size": 64, "color_order": "RGB", "layout": "NHWC float32", "normalization": "-1:1"}
+    assert meta["alignment"]["detector"] == "mtcnn" and meta["alignment"]["method"] == "landmarks"
+    assert meta["alignment"]["template"][0] == pytest.approx([38.2946 * 64 / 112, 51.6963 * 64 / 112], abs=1e-3)
+    assert meta["embd_shape"] == 128 and meta["backbone"] == "MobileFaceNetV2"
+    assert meta["formats"]["onnx"]["checked_min_cosine"] >= 0.9999
+    assert len(meta["classifier"]["names"]) == 16 and meta["classifier"]["kind"] == "svc_lin"
+
+
+def test_onnx_only_fresh_process_matches_keras(trained, tmp_path):
+    root = trained["root"]
+    faces = sorted((root / "aligned" / "Alvaro_Uribe").glob("*.jpg"))[:6]
+    script = (
+        "import sys, numpy as np\n"
+        "from recface_lib.inference import FaceRecognizer\n"
+        "from recface_lib.io_utils import read_image\n"
+        f"rec = FaceRecognizer.from_bundle({str(trained['bundle'])!r}, backend='onnx')\n"
+        f"e = rec.embed_aligned([read_image(p) for p in {[str(f) for f in faces]!r}])\n"
+        f"np.save({str(tmp_path / 'onnx.npy')!r}, e)\n"
+        "print('TF', 'tensorflow' in sys.modules, 'keras' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "TF False False" in out.stdout
+    from recface_lib.inference import FaceRecognizer
+    from recface_lib.io_utils import read_image
+
+    ref = FaceRecognizer.from_run(root / "run").embed_aligned([read_image(p) for p in faces])
+    onnx = np.load(tmp_path / "onnx.npy")
+    cos = (ref * onnx).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(onnx, axis=1)
+    assert cos.min() >= 0.9999
+
+
+def test_identify_friends_on_unseen_photos(trained, lfw_dir, friends_dir):
+    people = sorted(p.name for p in (friends_dir / "train").iterdir())
+    photos = []
+    for name in people:  # images 0031+ are in neither train (0001-0020) nor test (0021-0030)
+        extra = sorted((lfw_dir / "lfw-deepfunneled" / name).glob("*.jpg"))[30:31]
+        photos += [(name, p) for p in extra]
+    assert len(photos) >= 8
+    out = last_json(run_cli("identify", "--bundle", str(trained["bundle"]), *[str(p) for _, p in photos], "--json"))
+    assert out["tensorflow_imported"] is False
+    hits = 0
+    for name, p in photos:
+        faces = out["images"][str(p)]
+        assert faces, f"no face found in {p}"
+        best = max(faces, key=lambda f: f["detection_score"])
+        hits += best["candidate"] == name
+        assert best["name"] in (None, best["candidate"])
+    # a 64-px model trained for 80 steps on 320 photos: most friends are named correctly (chance: 1/16)
+    assert hits / len(photos) >= 0.5, f"{hits}/{len(photos)} named correctly"
+    print(f"identify: {hits}/{len(photos)} unseen photos named correctly (closed set)")
+
+
+def test_damaged_bundles_give_clear_errors(trained, tmp_path):
+    from recface_lib.errors import FormatError
+    from recface_lib.inference import FaceRecognizer
+
+    data = trained["bundle"].read_bytes()
+    cut = tmp_path / "partial.zip"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FormatError, match="partial.zip: not a valid zip file"):
+        FaceRecognizer.from_bundle(cut)
+    noonnx = tmp_path / "noonnx.zip"
+    with zipfile.ZipFile(trained["bundle"]) as src, zipfile.ZipFile(noonnx, "w") as dst:
+        for n in src.namelist():
+            if n != "model.onnx":
+                dst.writestr(n, src.read(n))
+    with pytest.raises(FormatError, match="noonnx.zip: bundle lacks model.onnx"):
+        FaceRecognizer.from_bundle(noonnx)
+    flipped = bytearray(data)
+    with zipfile.ZipFile(trained["bundle"]) as z:
+        info = z.getinfo("model.onnx")
+    pos = info.header_offset + 30 + len(info.filename) + len(info.extra) + 100
+    flipped[pos] ^= 0xFF
+    bad = tmp_path / "flipped.zip"
+    bad.write_bytes(bytes(flipped))
+    with pytest.raises(FormatError, match="flipped.zip"):
+        FaceRecognizer.from_bundle(bad)
+    proc = run_cli("identify", "--bundle", str(cut), str(Path(__file__)), "--json", check=False)
+    assert proc.returncode == 1 and "partial.zip" in last_json(proc)["error"]
+
+
+def test_export_refuses_a_classifier_of_another_embedder(trained, tmp_path):
+    clf = trained["root"] / "clf" / "classifier"
+    other = tmp_path / "other_clf"
+    other.mkdir()
+    meta = json.loads((clf / "classifier.json").read_text())
+    meta["embedder"] = "dlib_resnet"
+    (other / "classifier.json").write_text(json.dumps(meta))
+    (other / "classifier.npz").write_bytes((clf / "classifier.npz").read_bytes())
+    proc = run_cli("export", "--run", str(trained["root"] / "run"), "--out", str(tmp_path / "x.zip"),
+                   "--check-images", str(trained["root"] / "aligned" / "Andre_Agassi"), "--classifier", str(other),
+                   "--formats", "onnx", "--json", check=False)
+    assert proc.returncode == 1 and "dlib_resnet" in last_json(proc)["error"]
+    assert not (tmp_path / "x.zip").exists()
+
+
+def test_evaluate_table_run_vs_bundle(trained, friends_dir, tmp_path):
+    """The same model as a training run (Keras) and as a bundle (ONNX) scores the same pair set
+    identically; the table and the shared ROC figure are written."""
+    ps = tmp_path / "pairs"
+    run_cli("build", "--input", str(friends_dir / "test"), "--output", str(ps), "--test-samples", "10",
+            "--test-max-pairs", "40", "--json")
+    out = tmp_path / "eval"
+    res = last_json(run_cli("evaluate", "--model", str(trained["root"] / "run"), "--model", str(trained["bundle"]),
+                            "--pairs", str(ps / "test.bin"), "--output", str(out), "--set", "backend=onnx", "--json"))
+    rows = res["results"]
+    assert len(rows) == 4 and {r["flip"] for r in rows} == {False, True}
+    by = {(r["model"], r["flip"]): r["accuracy"] for r in rows}
+    for fl in (False, True):
+        assert by[("run", fl)] == pytest.approx(by[("friends.zip", fl)], abs=1e-9)
+    assert all(0.5 <= r["accuracy"] <= 1.0 for r in rows)
+    assert (out / "roc_test.png").stat().st_size > 10000
+    assert (out / "results.md").read_text().count("| test |") == 4

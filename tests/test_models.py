@@ -1,0 +1,45 @@
+"""Backbone registry: parameter counts pinned (so an accidental architecture change shows), shapes,
+float32 embeddings under mixed precision, and a clear error for unknown names."""
+import pytest
+
+from conftest import last_json, run_cli
+
+# all weights incl. batch-norm statistics, at 112x112 input and 512-d embedding
+PINNED = {"MobileFaceNetV2": 1220864, "MobileFaceNet": 1220864, "ResNet34": 34164672, "ResNet34R": 11767776,
+          "ResNet50": 43628480, "ResNet101": 65225280, "MobileNetV2": 12750912, "Seesaw_shuffleFaceNet": 1727232}
+
+
+def test_models_json_pins_parameter_counts():
+    out = last_json(run_cli("models", "--json"))
+    got = {k: v["params"] for k, v in out["backbones"].items()}
+    assert got == PINNED
+    assert all(v["embedding"] == 512 for v in out["backbones"].values())
+    assert {"ArcFace", "CosFace", "SphereFace", "AdaCos", "AdaFace", "Combined"} <= set(out["heads"])
+    # the recface guide's MobileFaceNetV2 is "about 1.2M parameters without the head"
+    assert 1.1e6 < PINNED["MobileFaceNetV2"] < 1.3e6
+
+
+def test_original_mobilefacenet_128d_and_mixed_precision_output():
+    keras = pytest.importorskip("keras")
+    import numpy as np
+
+    from recface_lib.models.build import build_backbone, count_params
+
+    m = build_backbone("MobileFaceNet", 112, 128)
+    assert m.output_shape == (None, 128)
+    assert 0.9e6 < count_params(m) < 1.1e6  # the paper's 0.99M
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        m = build_backbone("MobileFaceNetV2", 64, 32)
+        y = m(np.zeros((2, 64, 64, 3), np.float32))
+        assert keras.backend.standardize_dtype(y.dtype) == "float32" and tuple(y.shape) == (2, 32)
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def test_unknown_backbone_lists_valid_names():
+    from recface_lib.errors import ConfigError
+    from recface_lib.models.build import build_backbone
+
+    with pytest.raises(ConfigError, match="backbone: unknown 'ResNet18'; valid: MobileFaceNetV2, MobileFaceNet"):
+        build_backbone("ResNet18")
