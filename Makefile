@@ -8,7 +8,7 @@ STAMP := $(VENV)/.recface-installed
 RECFACE_DATA ?= $(abspath ../shared/data)
 export RECFACE_DATA
 
-.PHONY: venv demo test test-fast kernel clean-venv
+.PHONY: venv demo test test-fast kernel clean-venv browser
 
 venv: $(STAMP)
 
@@ -24,8 +24,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m recface_lib.demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# Chromium + ChromeDriver (Debian packages) for the JupyterLab widget test; skipped with a reason
+# by that test where they cannot be installed (no root / no apt).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  ( (test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
+	     (apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	      (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1))) || \
+	    echo "chromium not installed: the browser test will be skipped" )
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -5,7 +5,6 @@ frame when faces are aligned with the 68-point model. Prints the constant used a
     .venv/bin/python benchmarks/calibrate_dlib5.py [N_FACES]
 """
 import sys
-from pathlib import Path
 
 import numpy as np
 

@@ -23,7 +23,7 @@ from .progress import progress
 
 @dataclass
 class BuildConfig(StageConfig):
-    input: str = param("", "identity folder root/<identity>/<image> (aligned faces)")
+    input: str = param("", "identity folder root/<identity>/<image> (aligned faces), or an InsightFace train.rec (+ .idx)")
     output: str = param("", "output folder for shards, metadata.json, test/ and the test .bin")
     shard_size_mb: int = param(150, "target shard size in MB (ignored when shards > 0)")
     shards: int = param(0, "number of shards (0: from shard_size_mb)")
@@ -46,11 +46,40 @@ class BuildConfig(StageConfig):
             raise ConfigError(f"{where}test_split and test_samples: give one of them")
 
 
-class ShardBuilder:
-    """Writes one shard (worker side): reads files, checks they are images, writes atomically."""
+def rec_folder(rec_path: Path) -> ImageFolder:
+    """An InsightFace ``.rec/.idx`` as an ImageFolder: class ``c`` -> items ``<key>.rec`` naming
+    its records (from the identity ranges of record 0, else from each record's label)."""
+    from .data.recordio import RecordIOReader, label_of
 
-    def __init__(self, binary_img: bool = True):
+    with RecordIOReader(rec_path) as r:
+        if r.index is None:
+            raise FormatError(f"{rec_path}: building from a .rec needs its .idx beside it")
+        ranges = r.identity_ranges()
+        files: dict[str, list[Path]] = {}
+        if ranges is not None:
+            for c, (a, b) in sorted(ranges.items()):
+                files[f"{c:06d}"] = [Path(f"{k}.rec") for k in range(a, b)]
+        else:
+            for k in r.keys():
+                files.setdefault(f"{label_of(r.read_image(k)[0]):06d}", []).append(Path(f"{k}.rec"))
+    return ImageFolder(rec_path, sorted(files), files)
+
+
+class ShardBuilder:
+    """Writes one shard (worker side): reads files (or records of a ``.rec``), checks they are
+    images, writes atomically."""
+
+    def __init__(self, binary_img: bool = True, rec: str | None = None):
         self.binary_img = binary_img
+        self.rec = None
+        if rec:
+            from .data.recordio import RecordIOReader
+            self.rec = RecordIOReader(rec)
+
+    def read(self, path: str) -> bytes:
+        if self.rec is not None:
+            return self.rec.read_image(int(Path(path).stem))[1]
+        return Path(path).read_bytes()
 
     def write(self, spec: dict) -> dict:
         import cv2
@@ -62,7 +91,10 @@ class ShardBuilder:
             w = ShardWriter(f)
             for path, label in spec["samples"]:
                 try:
-                    data = Path(path).read_bytes()
+                    data = self.read(path)
+                except FormatError as e:
+                    errors.append({"path": path, "error": str(e)})
+                    continue
                 except OSError as e:
                     errors.append({"path": path, "error": f"cannot read ({e.strerror})"})
                     continue
@@ -103,6 +135,10 @@ def make_pairs(folder: ImageFolder, max_pairs: int, seed: int) -> tuple[list[tup
     return pos, sorted(neg)
 
 
+def _test_name(p: Path, from_rec: bool) -> str:
+    return f"{p.stem}.jpg" if from_rec else p.name
+
+
 def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
     from .convert import write_manifest
     from .data.verification_bin import write_bin
@@ -114,7 +150,12 @@ def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
     inp, out = Path(cfg.input), Path(cfg.output)
     if out.resolve() == inp.resolve() or inp.resolve() in out.resolve().parents:
         raise ConfigError(f"build: output {out} must not be or lie inside the input {inp}")
-    folder = scan_folder(inp).select(cfg.min_images, cfg.num_samples, cfg.num_classes, cfg.random_classes, cfg.seed)
+    from_rec = inp.suffix == ".rec" and inp.is_file()
+    if from_rec and not cfg.binary_img:
+        raise ConfigError(f"build: {inp}: records of a .rec have no path of their own; use binary_img: true")
+    source = rec_folder(inp) if from_rec else scan_folder(inp)
+    reader = ShardBuilder(True, str(inp) if from_rec else None)
+    folder = source.select(cfg.min_images, cfg.num_samples, cfg.num_classes, cfg.random_classes, cfg.seed)
     if not folder.classes:
         raise FormatError(f"{inp}: no class has at least {cfg.min_images} images")
     if cfg.test_split or cfg.test_samples:
@@ -129,7 +170,8 @@ def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
 
     shards_meta, errors, sizes = [], [], {}
     if samples:
-        total_bytes = sum(Path(p).stat().st_size for p, _ in samples)
+        total_bytes = (inp.stat().st_size * len(samples) // max(source.num_images, 1) if from_rec
+                       else sum(Path(p).stat().st_size for p, _ in samples))
         n = cfg.shards or max(1, math.ceil(total_bytes / (cfg.shard_size_mb * 1e6)))
         n = min(n, len(samples))
         per = math.ceil(len(samples) / n)
@@ -147,7 +189,8 @@ def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
         bar = progress(total=len(samples), desc=f"build {out.name}", unit="img", disable=not show_progress)
         bar.update(sum(d["inputs"] for d in done))
         results = {d["name"]: d for d in done}
-        for st in parallel_map(ShardBuilder, {"binary_img": cfg.binary_img}, "write", todo, cfg.workers,
+        for st in parallel_map(ShardBuilder, {"binary_img": cfg.binary_img, "rec": str(inp) if from_rec else None},
+                               "write", todo, cfg.workers,
                                on_result=lambda r: bar.update(r["inputs"])):
             results[st["name"]] = st
         bar.close()
@@ -178,10 +221,11 @@ def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
         tdir = out / cfg.test_name
         for c in test.classes:
             for p in test.files[c]:
-                target = tdir / c / p.name
+                target = tdir / c / _test_name(p, from_rec)
                 if not target.is_file():
-                    atomic_write_bytes(target, p.read_bytes())
-        tfold = ImageFolder(tdir, test.classes, {c: [tdir / c / p.name for p in test.files[c]] for c in test.classes})
+                    atomic_write_bytes(target, reader.read(str(p)))
+        tfold = ImageFolder(tdir, test.classes, {c: [tdir / c / _test_name(p, from_rec) for p in test.files[c]]
+                                                 for c in test.classes})
         pos, neg = make_pairs(tfold, cfg.test_max_pairs, cfg.seed)
         pairs = [(a, b, True) for a, b in pos] + [(a, b, False) for a, b in neg]
         write_bin(out / f"{cfg.test_name}.bin", [q.read_bytes() for a, b, _ in pairs for q in (a, b)],

@@ -2,7 +2,6 @@
 figures inline, and writing the stage summary that ``recface pipeline`` collects."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

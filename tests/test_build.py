@@ -138,3 +138,28 @@ def test_make_dataset_deterministic_and_normalised(lfw10_build):
     ev = next(iter(make_dataset(out, batch_size=4, training=False, normalization="0:255")))
     assert ev[0].shape == (4, 112, 112, 3) and ev[0].numpy().max() > 100
     assert steps_per_epoch(out, 64) == load_metadata(out)["num_samples"] // 64
+
+
+def test_build_straight_from_rec(lfw_dir, tmp_path):
+    """An InsightFace .rec/.idx builds without a JPEG folder: same bytes and labels as the images
+    written into it, the test split taken from the end of each identity, and a clear error for a
+    .rec whose .idx is missing."""
+    from recface_lib.data.recordio import write_insightface_rec
+
+    folder = scan_folder(lfw_dir / "lfw-deepfunneled").select(min_images=20, num_classes=5)
+    by_class = [[p.read_bytes() for p in folder.files[c]] for c in folder.classes]
+    rec = write_insightface_rec(tmp_path / "train.rec", by_class)
+    rep = build(BuildConfig.from_dict({"input": str(rec), "output": str(tmp_path / "out"), "shards": 2,
+                                       "test_samples": 3, "test_max_pairs": 20}), show_progress=False)
+    meta = load_metadata(tmp_path / "out")
+    assert meta["num_classes"] == 5 and meta["class_names"] == [f"{c:06d}" for c in range(5)]
+    assert rep["num_samples"] == sum(len(b) - 3 for b in by_class)
+    expected = {b: c for c, imgs in enumerate(by_class) for b in imgs[:-3]}
+    got = [parse_example(r) for s in meta["shards"] for r in read_records(tmp_path / "out" / s["name"])]
+    assert len(got) == len(expected) and all(expected[g["image"]] == g["label"][0] for g in got)
+    test_imgs = sorted((tmp_path / "out" / "test").rglob("*.jpg"))
+    assert len(test_imgs) == 15 and {p.read_bytes() for p in test_imgs} == {b for imgs in by_class for b in imgs[-3:]}
+    assert rep["test_positives"] == 15 and rep["test_negatives"] == 15
+    (tmp_path / "train.idx").unlink()
+    with pytest.raises(FormatError, match="train.rec: building from a .rec needs its .idx"):
+        build(BuildConfig.from_dict({"input": str(rec), "output": str(tmp_path / "out2")}), show_progress=False)

@@ -3,7 +3,7 @@ import pytest
 from conftest import last_json, run_cli
 from recface_lib.data.lfw_pairs import read_pairs, write_pairs
 from recface_lib.data.verification_bin import read_bin
-from recface_lib.errors import FormatError, ImageDecodeError
+from recface_lib.errors import FormatError
 from recface_lib.io_utils import decode_image
 
 

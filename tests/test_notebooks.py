@@ -1,7 +1,6 @@
 """The workbench: notebooks generated from the stage dataclasses and stored without outputs, every
 notebook executed through papermill with the `tiny` scenario, reruns skipping unchanged stages,
 and misspelt parameters failing cleanly (in a scenario YAML and in a direct papermill run)."""
-import json
 import shutil
 import sys
 from pathlib import Path
