@@ -28,4 +28,4 @@ def test_verify_bad_inputs(tmp_path):
     img = encode_image(np.zeros((20, 20, 3), np.uint8))
     write_bin(tmp_path / "ok.bin", [img] * 20, [True, False] * 5)
     p = run_cli("verify", "--pairs", str(tmp_path / "ok.bin"), "--embedder", "nope", check=False)
-    assert p.returncode == 1 and "embedder: unknown 'nope'; valid: dlib_resnet" in p.stderr
+    assert p.returncode == 1 and "embedder: 'nope' is not dlib_resnet, a training run folder or a bundle .zip" in p.stderr
