@@ -89,8 +89,9 @@ def run_pipeline(scenario: str = "demo", start: str | None = None, stop: str | N
         state_p = out / f"{stage}.state.json"
         key = _key(params[stage], upstream)
         if stage not in stages:
-            if summary_p.is_file():
+            if summary_p.is_file():  # outside --from/--to: its last result still belongs in the summary
                 upstream.append(summary_p.read_text())
+                done.append({"stage": stage, "status": "not run now", "summary": json.loads(summary_p.read_text())})
             continue
         if not force and state_p.is_file() and summary_p.is_file() and json.loads(state_p.read_text()).get("key") == key:
             print(f"[{stage}] unchanged since the last run: skipped ({summary_p})", flush=True)
@@ -119,7 +120,8 @@ def run_pipeline(scenario: str = "demo", start: str | None = None, stop: str | N
         print(f"[{stage}] done in {time.time() - t0:.0f} s", flush=True)
     md = summary_markdown(scenario, done, out)
     atomic_write_bytes(out / "summary.md", md.encode())
-    return {"scenario": scenario, "stages": [{k: v for k, v in d.items() if k != "summary"} for d in done],
+    return {"scenario": scenario, "stages": [{k: v for k, v in d.items() if k != "summary"} for d in done
+                                             if d["status"] != "not run now"],
             "summary": str(out / "summary.md")}
 
 
