@@ -17,14 +17,10 @@ from .classifier import CLASSIFIERS, Classifier, evaluate_open_set
 from .verification import l2_normalize
 
 
-def _known(root: Path):
-    f = scan_folder(root)
-    paths, labels = [], []
-    for i, c in enumerate(f.classes):
-        for p in f.files[c]:
-            paths.append(str(p))
-            labels.append(i)
-    return f.classes, paths, np.asarray(labels, np.int64)
+def _known(root: Path, limit: int = 0):
+    f = scan_folder(root).select(max_images=limit)
+    samples = f.samples()
+    return f.classes, [str(p) for p, _ in samples], np.asarray([lab for _, lab in samples], np.int64)
 
 
 def plot_confusion(cm: np.ndarray, names: list[str], path, title: str):
@@ -60,8 +56,8 @@ def classify(known: str | os.PathLike, others: str | os.PathLike | None = None, 
         others = known / "others"
     if classifier not in CLASSIFIERS:
         raise ConfigError(f"classifier: unknown {classifier!r}; valid: {', '.join(CLASSIFIERS)}")
-    names, tr_paths, y_tr = _known(known / "train")
-    te_names, te_paths, y_te = _known(known / "test")
+    names, tr_paths, y_tr = _known(known / "train", limit)
+    te_names, te_paths, y_te = _known(known / "test", limit)
     missing = [n for n in te_names if n not in names]
     if missing:
         raise ConfigError(f"{known / 'test'}: people not in train/: {', '.join(missing)}")
@@ -69,11 +65,6 @@ def classify(known: str | os.PathLike, others: str | os.PathLike | None = None, 
     o_tr = [str(p) for p in list_images(Path(others) / "train")] if others else []
     o_te = [str(p) for p in list_images(Path(others) / "test")] if others else []
     if limit:
-        def cap(paths, labels):
-            keep = [i for i in range(len(paths)) if (labels[:i] == labels[i]).sum() < limit]
-            return [paths[i] for i in keep], labels[keep]
-        tr_paths, y_tr = cap(tr_paths, y_tr)
-        te_paths, y_te = cap(te_paths, y_te)
         o_tr, o_te = o_tr[:5 * limit], o_te[:5 * limit]
     items = tr_paths + te_paths + o_tr + o_te
     e, ef, stats = embed_items(items, embedder, workers, desc="embed faces", show_progress=show_progress)

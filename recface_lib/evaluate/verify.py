@@ -27,6 +27,16 @@ class PairSource:
     issame: np.ndarray
 
 
+def _consecutive_pairs(name: str, images, issame, wanted: set | None) -> PairSource:
+    """Sets stored as image 2i, 2i+1 = pair i (.bin, bcolz), optionally only some folds."""
+    n = len(issame)
+    keep = np.arange(n) if wanted is None else np.concatenate(
+        [idx for f, idx in enumerate(fold_indices(n, 10)) if f in wanted])
+    items = [images[j] for i in keep for j in (2 * i, 2 * i + 1)]
+    k = np.arange(len(keep))
+    return PairSource(name, items, 2 * k, 2 * k + 1, np.asarray(issame, bool)[keep])
+
+
 def load_pair_source(pairs: str | os.PathLike, images: str | os.PathLike | None = None,
                      folds: list[int] | None = None) -> PairSource:
     """``pairs`` is a ``.bin``, a bcolz carray folder (with ``<name>_list.npy`` beside it), or a ``pairs.txt`` whose images lie under ``images`` (or under
@@ -39,22 +49,12 @@ def load_pair_source(pairs: str | os.PathLike, images: str | os.PathLike | None 
     if p.is_dir() and (p.parent / f"{p.name}_list.npy").is_file():  # bcolz carray set (insightface)
         from ..data.verification_bin import read_carray
         imgs, issame = read_carray(p.parent, p.name)
-        n = len(issame)
-        keep = np.arange(n) if wanted is None else np.concatenate(
-            [idx for f, idx in enumerate(fold_indices(n, 10)) if f in wanted])
-        items = [imgs[j] for i in keep for j in (2 * i, 2 * i + 1)]
-        k = np.arange(len(keep))
-        return PairSource(p.name, items, 2 * k, 2 * k + 1, np.asarray(issame, bool)[keep])
+        return _consecutive_pairs(p.name, imgs, issame, wanted)
     if p.is_dir():
         p = p / "pairs.txt"
     if p.suffix == ".bin":
         ps = read_bin(p)
-        n = ps.num_pairs
-        keep = np.arange(n) if wanted is None else np.concatenate(
-            [idx for f, idx in enumerate(fold_indices(n, 10)) if f in wanted])
-        items = [ps.images[j] for i in keep for j in (2 * i, 2 * i + 1)]
-        k = np.arange(len(keep))
-        return PairSource(p.stem, items, 2 * k, 2 * k + 1, np.asarray(ps.issame, bool)[keep])
+        return _consecutive_pairs(p.stem, ps.images, ps.issame, wanted)
     if images is None:
         for cand in ("lfw-deepfunneled", "lfw", "images"):
             if (p.parent / cand).is_dir():

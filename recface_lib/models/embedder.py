@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.input_pipeline import NORMALIZATIONS
+from ..data.input_pipeline import NORMALIZATIONS, normalize
 from ..errors import ConfigError
 
 
@@ -21,14 +21,7 @@ def preprocess(images, input_size: int, normalization: str) -> np.ndarray:
         if im.shape[:2] != (input_size, input_size):
             im = cv2.resize(im, (input_size, input_size), interpolation=cv2.INTER_AREA)
         out[i] = im
-    x = out / 255.0
-    if normalization == "-1:1":
-        return x * 2.0 - 1.0
-    if normalization == "-0.99:0.99":
-        return (x * 2.0 - 1.0) * 0.99
-    if normalization == "0:255":
-        return out
-    return x
+    return normalize(out / 255.0, normalization).astype(np.float32)
 
 
 class KerasEmbedder:
