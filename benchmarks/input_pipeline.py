@@ -17,7 +17,8 @@ from pathlib import Path
 os.environ.setdefault("RECFACE_NO_PROGRESS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import recface_lib  # noqa: E402,F401
-from recface_lib.data.datasets import shared_data_dir  # noqa: E402
+from recface_lib.data.datasets import shared_data_dir
+from recface_lib.data.input_pipeline import Augmentation  # noqa: E402
 
 
 def pipeline_rate(ds_dir, batch, batches, **aug):
@@ -50,8 +51,8 @@ def main():
         meta = json.loads(Path(f"{tmp}/ds/metadata.json").read_text())
         print(f"dataset: {meta['num_samples']} LFW images (250x250 JPEG), {meta['num_classes']} classes, 8 shards")
         plain = pipeline_rate(f"{tmp}/ds", args.batch, args.batches)
-        full = pipeline_rate(f"{tmp}/ds", args.batch, args.batches, train_crop=True, color_jitter=1.0,
-                             random_erasing=0.5, low_res=0.2)
+        full = pipeline_rate(f"{tmp}/ds", args.batch, args.batches, augment=Augmentation.from_dict(
+            {"train_crop": True, "color_jitter": 1.0, "random_erasing": 0.5, "low_res": 0.2}))
     import subprocess
     import sys
     out = subprocess.run([sys.executable, str(Path(__file__).with_name("train_step.py")), "--configs", "float32",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import recface_lib  # noqa: F401
 from recface_lib.data.datasets import shared_data_dir
-from recface_lib.evaluate.verification import evaluate_embeddings, l2_normalize
-from recface_lib.evaluate.verify import embed_source, load_pair_source
+from recface_lib.embedders import embed_parallel
+from recface_lib.protocol.pair_sets import load_pair_source, score_embeddings
 
 DATA = shared_data_dir()
 
@@ -23,20 +23,19 @@ def main():
     a = ap.parse_args()
     src = load_pair_source(DATA / "lfw" / "pairs.txt")
     t = time.time()
-    e, ef, stats = embed_source(src, "dlib_resnet", a.workers)
+    e, ef, stats = embed_parallel("dlib_resnet", src.items, a.workers, desc="embed LFW")
     dt = time.time() - t
     print(f"embedded {len(src.items)} images in {dt:.0f}s = {len(src.items) / dt:.1f} images/s "
           f"({a.workers} workers, each image and its mirror); detections: {stats}")
     out = {}
     for flip in (False, True):
-        emb = l2_normalize(e) + l2_normalize(ef) if flip else e
         for metric in ("cosine", "euclidean"):
-            r = evaluate_embeddings(emb[src.index1], emb[src.index2], src.issame, metric=metric)
+            r = score_embeddings(src, e, ef, flip, metric)
             key = f"{'flip' if flip else 'plain'}-{metric}"
             out[key] = r.summary()
             print(f"{key:18s} {r}")
             if flip and metric == "cosine" and a.plots:
-                from recface_lib.evaluate.plots import plot_roc
+                from recface_lib.plots import plot_roc
                 plot_roc({"dlib_resnet +flip": r}, Path(a.plots) / "roc_lfw_dlib_resnet.png", "LFW View 2, dlib_resnet")
     print(json.dumps({k: {"accuracy": v["accuracy"], "std": v["accuracy_std"]} for k, v in out.items()}))
 

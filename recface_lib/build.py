@@ -17,6 +17,7 @@ from .data.image_folder import ImageFolder, scan_folder
 from .data.tfrecord import ShardWriter, example_bytes
 from .errors import ConfigError, FormatError
 from .io_utils import atomic_path, atomic_write_bytes, atomic_write_json, image_kind
+from .manifest import declared_contract, input_contract, write_manifest
 from .parallel import parallel_map
 from .progress import progress
 
@@ -38,12 +39,17 @@ class BuildConfig(StageConfig):
     test_max_pairs: int = param(3000, "test .bin: at most this many positive pairs, and as many negatives")
     test_name: str = param("test", "name of the test folder and .bin")
     workers: int = param(1, "worker processes (one shard each at a time)")
+    assume_aligned: int = param(0, "faces aligned outside recface: the ArcFace 5-point template at this size "
+                                   "(InsightFace .rec/.bin convention); 0: read the align stage's manifest")
+    contract_file: str = param("", "faces aligned outside recface: a YAML declaring the preprocessing contract")
 
     def validate(self, where=""):
         if not 0.0 <= self.test_split <= 1.0:
             raise ConfigError(f"{where}test_split: must be in [0, 1], got {self.test_split}")
         if self.test_split and self.test_samples:
             raise ConfigError(f"{where}test_split and test_samples: give one of them")
+        if self.assume_aligned and self.contract_file:
+            raise ConfigError(f"{where}assume_aligned and contract_file: give one of them")
 
 
 def rec_folder(rec_path: Path) -> ImageFolder:
@@ -139,8 +145,17 @@ def _test_name(p: Path, from_rec: bool) -> str:
     return f"{p.stem}.jpg" if from_rec else p.name
 
 
+def preprocessing_contract(cfg: BuildConfig, inp: Path, from_rec: bool) -> dict | None:
+    """The input's contract: from its align manifest, or declared; both is a conflict."""
+    found = None if from_rec else input_contract(inp)
+    declared = declared_contract(cfg.assume_aligned, cfg.contract_file)
+    if found is not None and declared is not None:
+        raise ConfigError(f"build: {inp} was aligned by recface align ({found['detector']}/{found['method']} at "
+                          f"{found['size']} px, recorded in its manifest); do not declare another contract")
+    return found if found is not None else declared
+
+
 def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
-    from .convert import write_manifest
     from .data.verification_bin import write_bin
 
     if isinstance(cfg, dict):
@@ -151,6 +166,7 @@ def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
     if out.resolve() == inp.resolve() or inp.resolve() in out.resolve().parents:
         raise ConfigError(f"build: output {out} must not be or lie inside the input {inp}")
     from_rec = inp.suffix == ".rec" and inp.is_file()
+    contract = preprocessing_contract(cfg, inp, from_rec)
     if from_rec and not cfg.binary_img:
         raise ConfigError(f"build: {inp}: records of a .rec have no path of their own; use binary_img: true")
     source = rec_folder(inp) if from_rec else scan_folder(inp)
@@ -213,10 +229,13 @@ def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
             "class_names": classes, "class_counts": counts, "shards": shards_meta, "image_size": image_size,
             "image_sizes": sizes, "colour_order": "RGB (encoded files; decoders return RGB)",
             "image_storage": "bytes" if cfg.binary_img else "path", "source": str(inp.resolve()),
-            "parameters": cfg.to_dict(), "skipped": errors}
+            "parameters": cfg.to_dict(), "skipped": errors, "preprocessing": contract}
 
     report = {"output": str(out), "num_samples": meta["num_samples"], "num_classes": len(classes),
-              "shards": len(shards_meta), "skipped": len(errors), "skipped_items": errors[:20]}
+              "shards": len(shards_meta), "skipped": len(errors), "skipped_items": errors[:20],
+              "preprocessing": (f"{contract['detector']}/{contract['method']} at {contract['size']} px ({contract['source']})"
+                                if contract else "none: not aligned by recface and none declared (assume_aligned, "
+                                "contract_file); models trained on it cannot be exported")}
     if test is not None and test.classes:
         tdir = out / cfg.test_name
         for c in test.classes:
@@ -235,6 +254,6 @@ def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
         report.update(test_images=tfold.num_images, test_bin=str(out / f"{cfg.test_name}.bin"),
                       test_positives=len(pos), test_negatives=len(neg))
     atomic_write_json(out / "metadata.json", meta)
-    write_manifest(out, "build", {"input": str(inp)}, cfg.to_dict(),
-                   {"num_samples": meta["num_samples"], "num_classes": len(classes), "skipped": len(errors)})
+    write_manifest(out, "build", cfg.to_dict(), {"input": inp},
+                   {"num_samples": meta["num_samples"], "num_classes": len(classes), "skipped": len(errors)}, contract)
     return report

@@ -8,16 +8,71 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .data.lfw_pairs import read_pairs
+from .data.lfw_pairs import fold_set, read_pairs
 from .data.recordio import RecordIOReader, label_of, unpack_record
 from .data.verification_bin import PairSet, read_bin, write_bin
-from .errors import FormatError
-from .io_utils import atomic_write_bytes, atomic_write_json, decode_image, encode_image, image_kind
+from .config import StageConfig, choice, param
+from .errors import ConfigError, FormatError
+from .io_utils import atomic_write_bytes, decode_image, encode_image, image_kind
+from .manifest import write_manifest
 from .progress import progress
+
+
+MODES = ("pairs2bin", "rec2jpg", "bin2jpg", "carray2bin")
+# the fields each mode needs (the others must stay at their defaults)
+NEEDS = {"pairs2bin": ("images", "pairs"), "rec2jpg": ("rec",), "bin2jpg": ("bin",), "carray2bin": ("carray",)}
+
+
+@dataclass
+class ConvertConfig(StageConfig):
+    mode: str = choice("pairs2bin", MODES, "pairs2bin: image folder + pairs.txt -> .bin; rec2jpg: .rec/.idx -> "
+                       "identity folders; bin2jpg: .bin -> images + pairs.csv; carray2bin: bcolz carray set -> .bin")
+    images: str = param("", "pairs2bin: image root the pairs refer to (IMAGES/<Name>/<Name>_<NNNN>.jpg)")
+    pairs: str = param("", "pairs2bin: pairs.txt (LFW View 2 layout)")
+    folds: list | None = param(None, "pairs2bin: only these folds (1-based, LFW's 1..10); None: all")
+    size: int = param(0, "pairs2bin: square output size, re-encoding images of another size (0: bytes unchanged)")
+    rec: str = param("", "rec2jpg: InsightFace train.rec")
+    idx: str = param("", "rec2jpg: its .idx ('' : beside the .rec)")
+    limit_classes: int = param(0, "rec2jpg: first N identities only (0: all)")
+    bin: str = param("", "bin2jpg: verification .bin")
+    carray: str = param("", "carray2bin: a bcolz carray set folder NAME/ (NAME_list.npy beside it)")
+    output: str = param("", "output .bin (pairs2bin, carray2bin) or folder (rec2jpg, bin2jpg)")
+
+    def validate(self, where=""):
+        missing = [k for k in NEEDS[self.mode] + ("output",) if not getattr(self, k)]
+        if missing:
+            raise ConfigError(f"{where}mode {self.mode} needs {', '.join(missing)}")
+
+
+def run(cfg: ConvertConfig | dict, show_progress: bool = True) -> dict:
+    """The convert stage: one of its modes."""
+    if isinstance(cfg, dict):
+        cfg = ConvertConfig.from_dict(cfg)
+    c = cfg
+    if c.mode == "pairs2bin":
+        return pairs2bin(c.images, c.pairs, c.output, c.size or None, c.folds, show_progress=show_progress)
+    if c.mode == "rec2jpg":
+        return rec2jpg(c.rec, c.output, c.idx or None, c.limit_classes, show_progress=show_progress)
+    if c.mode == "bin2jpg":
+        return bin2jpg(c.bin, c.output, show_progress=show_progress)
+    return carray2bin(c.carray, c.output)
+
+
+def carray2bin(carray: str | os.PathLike, out: str | os.PathLike) -> dict:
+    """A bcolz carray verification set (insightface's ``NAME/`` + ``NAME_list.npy``) -> ``.bin`` (PNG, lossless)."""
+    from .data.verification_bin import read_carray
+
+    p = Path(carray)
+    imgs, issame = read_carray(p.parent, p.name)
+    write_bin(out, [encode_image(x, ".png") for x in imgs], issame.tolist())
+    res = {"output": str(out), "pairs": int(len(issame)), "images": int(len(imgs)), "positives": int(issame.sum())}
+    write_manifest(out, "convert", {"mode": "carray2bin"}, {"carray": p}, {"pairs": res["pairs"]})
+    return res
 
 
 def _ext_for(data: bytes, where: str) -> str:
@@ -92,8 +147,11 @@ def rec2jpg(rec: str | os.PathLike, out: str | os.PathLike, idx: str | os.PathLi
                 written += 1
             bar.close()
             num_classes = len(counters)
-    return {"rec": str(rec), "out": str(out), "classes": num_classes, "images_written": written,
-            "images_skipped": skipped, "classes_written": classes_done, "classes_skipped": classes_skipped}
+    res = {"rec": str(rec), "output": str(out), "classes": num_classes, "images_written": written,
+           "images_skipped": skipped, "classes_written": classes_done, "classes_skipped": classes_skipped}
+    write_manifest(out, "convert", {"mode": "rec2jpg", "limit_classes": limit_classes}, {"rec": rec},
+                   {"classes": num_classes, "images": written + skipped})
+    return res
 
 
 def bin_info(path: str | os.PathLike) -> dict:
@@ -119,8 +177,10 @@ def bin2jpg(path: str | os.PathLike, out: str | os.PathLike, show_progress: bool
         rows.append(f"{i},{int(ps.issame[i])},{names[0]},{names[1]}")
     atomic_write_bytes(out / "pairs.csv", ("\n".join(rows) + "\n").encode())
     info = ps.info()
-    return {"bin": str(path), "out": str(out), "pairs": info["pairs"], "positives": info["positives"],
-            "negatives": info["negatives"], "images": info["images"]}
+    res = {"bin": str(path), "output": str(out), "pairs": info["pairs"], "positives": info["positives"],
+           "negatives": info["negatives"], "images": info["images"]}
+    write_manifest(out, "convert", {"mode": "bin2jpg"}, {"bin": path}, {k: res[k] for k in ("pairs", "images")})
+    return res
 
 
 def _resize_to(data: bytes, size: int, where: str) -> bytes:
@@ -143,10 +203,11 @@ def pairs2bin(images: str | os.PathLike, pairs: str | os.PathLike, out: str | os
 
     Image bytes are copied as they are (each referenced file checked to decode); with ``size`` an
     image of another size is centre-cropped to a square and resized, then re-encoded (JPEG q95).
-    ``folds`` (0-based) keeps only those folds of the pairs file."""
+    ``folds`` (1-based) keeps only those folds of the pairs file."""
     plist = read_pairs(pairs, images)
-    if folds is not None:
-        plist = [p for p in plist if p.fold in set(folds)]
+    wanted = fold_set(folds)
+    if wanted is not None:
+        plist = [p for p in plist if p.fold in wanted]
     cache: dict[Path, bytes] = {}
     imgs: list[bytes] = []
     for p in progress(plist, desc=f"pairs2bin {Path(pairs).name}", unit="pair", disable=not show_progress):
@@ -163,20 +224,11 @@ def pairs2bin(images: str | os.PathLike, pairs: str | os.PathLike, out: str | os
     issame = [p.same for p in plist]
     write_bin(out, imgs, issame)
     pos = int(np.sum(issame))
-    return {"out": str(out), "pairs": len(plist), "images": len(imgs), "distinct_images": len(cache),
-            "positives": pos, "negatives": len(plist) - pos}
+    res = {"output": str(out), "pairs": len(plist), "images": len(imgs), "distinct_images": len(cache),
+           "positives": pos, "negatives": len(plist) - pos}
+    write_manifest(out, "convert", {"mode": "pairs2bin", "size": size, "folds": folds}, {"pairs": pairs, "images": images},
+                   {k: res[k] for k in ("pairs", "images", "positives")})
+    return res
 
 
-def write_manifest(out_dir: str | os.PathLike, stage: str, inputs: dict, params: dict, counts: dict) -> Path:
-    """The ``manifest.json`` every stage writes beside its output (DESIGN.md)."""
-    import platform
-
-    from . import __version__
-
-    return atomic_write_json(Path(out_dir) / "manifest.json", {
-        "stage": stage, "inputs": inputs, "parameters": params, "counts": counts,
-        "versions": {"recface": __version__, "python": platform.python_version(), "numpy": np.__version__},
-    })
-
-
-__all__ = ["rec2jpg", "bin_info", "bin2jpg", "pairs2bin", "write_manifest", "PairSet"]
+__all__ = ["ConvertConfig", "run", "rec2jpg", "bin_info", "bin2jpg", "pairs2bin", "carray2bin", "PairSet"]

@@ -14,45 +14,52 @@ import datetime
 import json
 import os
 import tempfile
-import zipfile
-import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .bundle import write_bundle
+from .config import StageConfig, param
 from .errors import ConfigError, FormatError
-from .io_utils import atomic_path
+from .manifest import check_contract, fingerprint, write_manifest
 
 FORMATS = ("keras", "saved_model", "onnx", "tflite")
 MIN_COSINE = 0.9999
 
 
-def open_bundle(path: str | os.PathLike, need: tuple = ()) -> tuple[dict, dict[str, bytes]]:
-    """(recface.json, {member: bytes}) of a bundle; a clear error for a corrupt or partial zip."""
-    p = Path(path)
-    try:
-        with zipfile.ZipFile(p) as z:
-            bad = z.testzip()
-            if bad:
-                raise FormatError(f"{p}: member {bad} is corrupt (CRC mismatch)")
-            names = set(z.namelist())
-            if "recface.json" not in names:
-                raise FormatError(f"{p}: no recface.json (not a recface bundle)")
-            spec = json.loads(z.read("recface.json"))
-            missing = [m for m in need if m not in names]
-            if missing:
-                raise FormatError(f"{p}: bundle lacks {', '.join(missing)} (has {', '.join(sorted(names))})")
-            files = {n: z.read(n) for n in names if not n.startswith("saved_model/")}
-    except zipfile.BadZipFile as e:
-        raise FormatError(f"{p}: not a valid zip file ({e}); the bundle is truncated or damaged") from e
-    except (OSError, EOFError, zlib.error) as e:
-        raise FormatError(f"{p}: cannot read the bundle ({e}); it is damaged") from e
-    except json.JSONDecodeError as e:
-        raise FormatError(f"{p}: recface.json is not valid JSON ({e})") from e
-    return spec, files
+@dataclass
+class ExportConfig(StageConfig):
+    run: str = param("", "training run folder (model.json, final/, best/)")
+    output: str = param("", "bundle path (.zip), never inside the run folder")
+    check_images: str = param("", "face photos the exported formats are checked on (aligned crops or photos)")
+    classifier: str = param("", "classifier folder fitted with this model ('' : none)")
+    weights: str = param("final", "final, or a validation set's best weights")
+    formats: list = param(list(FORMATS), "formats in the bundle: keras, saved_model, onnx, tflite")
+    identify: list = param([], "photos to identify with the bundle (onnxruntime) after export")
+
+    def validate(self, where=""):
+        for k in ("run", "output", "check_images"):
+            if not getattr(self, k):
+                raise ConfigError(f"{where}{k}: required")
+        unknown = [f for f in self.formats if f not in FORMATS]
+        if unknown:
+            raise ConfigError(f"{where}formats: unknown {', '.join(map(str, unknown))}; valid: {', '.join(FORMATS)}")
 
 
-def _check_faces(rec, folder: str | os.PathLike | None, n: int) -> list[np.ndarray]:
+def run(cfg: ExportConfig | dict, show_progress: bool = True) -> dict:
+    """The export stage: the bundle, then (optionally) photos identified with it via onnxruntime."""
+    if isinstance(cfg, dict):
+        cfg = ExportConfig.from_dict(cfg)
+    res = export(cfg.run, cfg.output, cfg.check_images, cfg.classifier or None, cfg.weights, tuple(cfg.formats))
+    if cfg.identify:
+        from .inference import FaceRecognizer
+        rec = FaceRecognizer.from_bundle(cfg.output, "onnx")
+        res["identified"] = {p: [f.to_json() for f in rec.identify(p)] for p in cfg.identify}
+    return res
+
+
+def _check_faces(embedder, folder: str | os.PathLike | None, n: int) -> list[np.ndarray]:
     from .data.image_folder import list_images
     from .io_utils import read_image
 
@@ -61,27 +68,26 @@ def _check_faces(rec, folder: str | os.PathLike | None, n: int) -> list[np.ndarr
     paths = list_images(folder)[:n]
     if not paths:
         raise ConfigError(f"{folder}: no images to check the exported formats on")
-    return [rec.align_one(read_image(p))[0] for p in paths]
+    return [embedder.prepare(read_image(p))[0] for p in paths]
 
 
 def export(run: str | os.PathLike, out: str | os.PathLike, check_images: str | os.PathLike | None = None,
            classifier: str | os.PathLike | None = None, weights: str = "final", formats=FORMATS,
            check_count: int = 32) -> dict:
-    import recface_lib  # noqa: F401
     import tensorflow as tf
 
     from . import __version__
-    from .inference import FaceRecognizer, OnnxBackend
-    from .models.embedder import preprocess
+    from .embedders.model import KerasBackend, OnnxBackend, load_run, preprocess
 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ConfigError(f"formats: unknown {', '.join(unknown)}; valid: {', '.join(FORMATS)}")
     run = Path(run)
-    rec = FaceRecognizer.from_run(run, weights)
-    model, spec = rec.backend.model, dict(rec.spec)
-    faces = _check_faces(rec, check_images, check_count)
-    x = preprocess(faces, rec.size, rec.normalization)
+    emb = load_run(run, weights)
+    contract = check_contract(emb.contract, f"{run}/model.json", model=True)
+    model, spec = emb.backend.model, dict(emb.spec)
+    faces = _check_faces(emb, check_images, check_count)
+    x = preprocess(faces, emb.size, emb.normalization)
     ref = np.asarray(model(x, training=False), np.float64)
 
     def cos_min(e):
@@ -94,7 +100,6 @@ def export(run: str | os.PathLike, out: str | os.PathLike, check_images: str | o
         t = Path(tmp)
         if "keras" in formats:
             model.save(t / "embedding.keras")
-            from .inference import KerasBackend
             checks["keras"] = cos_min(KerasBackend(spec, keras_file=str(t / "embedding.keras"))(x))
             members["embedding.keras"] = t / "embedding.keras"
         if "saved_model" in formats or "tflite" in formats:
@@ -123,13 +128,11 @@ def export(run: str | os.PathLike, out: str | os.PathLike, check_images: str | o
         manifest = _read_json(run / "manifest.json")
         best = manifest.get("summary", {}).get("best", {})
         thr = next((b.get("threshold") for b in best.values() if b.get("threshold") is not None), None)
-        from .align.template import ARCFACE_TEMPLATE_112
-        meta = {**spec, "format_version": 1, "recface_version": __version__,
+        meta = {**spec, "format_version": 2, "recface_version": __version__,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "input": {"size": rec.size, "color_order": "RGB", "layout": "NHWC float32",
-                          "normalization": rec.normalization},
-                "alignment": {**rec.alignment, "size": rec.size,
-                              "template": (np.asarray(ARCFACE_TEMPLATE_112) * rec.size / 112).round(4).tolist()},
+                "input": {"size": emb.size, "color_order": "RGB", "layout": "NHWC float32",
+                          "normalization": emb.normalization},
+                "preprocessing": contract,
                 "verification_threshold": thr, "flip_tta": True,
                 "training": {"run": str(run), "weights": weights, "dataset": spec.get("dataset"),
                              "metrics": {k: manifest.get("summary", {}).get(k) for k in ("loss", "accuracy", "validation", "best", "global_step")}},
@@ -137,29 +140,26 @@ def export(run: str | os.PathLike, out: str | os.PathLike, check_images: str | o
                 "check": {"faces": len(faces), "source": str(check_images), "min_cosine_required": MIN_COSINE},
                 "classifier": None}
         out = Path(out)
-        with atomic_path(out, suffix=".zip") as tmpzip:
-            with zipfile.ZipFile(tmpzip, "w", zipfile.ZIP_DEFLATED) as z:
-                for name, p in members.items():
-                    z.write(p, name)
-                if "saved_model" in formats:
-                    for f in sorted((t / "saved_model").rglob("*")):
-                        if f.is_file():
-                            z.write(f, f"saved_model/{f.relative_to(t / 'saved_model')}")
-                if classifier:
-                    c = Path(classifier)
-                    for k in ("classifier.json", "classifier.npz"):
-                        if not (c / k).is_file():
-                            raise ConfigError(f"classifier: {c / k} not found (a `recface classify --out` folder's classifier/)")
-                        z.write(c / k, k)
-                    cmeta = json.loads((c / "classifier.json").read_text())
-                    emb_src = cmeta.get("embedder") or ""
-                    same_model = emb_src and (emb_src != "dlib_resnet" and Path(emb_src).resolve() == run.resolve())
-                    if not same_model or int(cmeta.get("dim", -1)) != int(spec["embd_shape"]):
-                        raise ConfigError(f"classifier: {c} was fitted on {cmeta.get('dim')}-d embeddings of "
-                                          f"{cmeta.get('embedder') or 'another embedder'}; this model gives "
-                                          f"{spec['embd_shape']}-d. Fit it with --embedder {run}")
-                    meta["classifier"] = {k: v for k, v in cmeta.items() if k != "params"}
-                z.writestr("recface.json", json.dumps(meta, indent=1, default=str))
+        if "saved_model" in formats:
+            members["saved_model"] = t / "saved_model"
+        if classifier:
+            c = Path(classifier)
+            for k in ("classifier.json", "classifier.npz"):
+                if not (c / k).is_file():
+                    raise ConfigError(f"classifier: {c / k} not found (a `recface classify --output` folder's classifier/)")
+                members[k] = c / k
+            cmeta = json.loads((c / "classifier.json").read_text())
+            emb_src = cmeta.get("embedder") or ""
+            same_model = emb_src and (emb_src != "dlib_resnet" and Path(emb_src).resolve() == run.resolve())
+            if not same_model or int(cmeta.get("dim", -1)) != int(spec["embd_shape"]):
+                raise ConfigError(f"classifier: {c} was fitted on {cmeta.get('dim')}-d embeddings of "
+                                  f"{cmeta.get('embedder') or 'another embedder'}; this model gives "
+                                  f"{spec['embd_shape']}-d. Fit it with embedder: {run}")
+            meta["classifier"] = {k: v for k, v in cmeta.items() if k != "params"}
+        write_bundle(out, meta, members)
+    write_manifest(out, "export", {"weights": weights, "formats": list(formats)},
+                   {"run": fingerprint(run / "model.json"), "weights": run_weights_path(run, weights),
+                    "classifier": classifier or None}, {"formats": len(checks)}, contract)
     return {"bundle": str(out), "bytes": out.stat().st_size, "checks": checks, "formats": list(checks),
             "classifier": bool(classifier), "verification_threshold": thr}
 
@@ -171,4 +171,9 @@ def _read_json(p: Path) -> dict:
         return {}
 
 
-__all__ = ["export", "open_bundle", "FORMATS"]
+def run_weights_path(run: Path, weights: str) -> Path:
+    from .embedders.model import run_weights
+    return run_weights(run, weights)
+
+
+__all__ = ["ExportConfig", "run", "export", "FORMATS"]

@@ -17,7 +17,6 @@ def _init(factory: Callable, kwargs: dict, threads: int) -> None:
     global _OBJ
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["RECFACE_NO_PROGRESS"] = "1"
-    import recface_lib  # noqa: F401  (import guard before torch/tf)
     try:
         import cv2
         cv2.setNumThreads(threads)

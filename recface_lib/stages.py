@@ -1,137 +1,144 @@
-"""The pipeline's stages in order: name -> notebook, parameter dataclass, library function.
+"""The stage registry: every stage is declared once, here, as (config dataclass, run function,
+notebook, CLI verb). The CLI's options (``cli.py``), the notebooks' ``parameters`` cells
+(``notebooks/build_notebooks.py``), papermill/YAML validation (``pipeline.py``) and the widget
+panels (``widgets.py``) are all derived from this table and the dataclasses' fields.
 
-``run_stage(name, params)`` validates the parameters (unknown names and wrong types fail at once,
-listing the valid names) and runs the stage; notebooks and ``recface pipeline`` go through here,
-so a stage behaves the same from a notebook, papermill, the CLI or a script."""
+``run_stage(name, cfg)`` validates the parameters (unknown names and wrong types fail at once,
+listing the valid names), runs the stage and returns a :class:`StageResult`; notebooks, the CLI
+and ``recface pipeline`` all go through it, so a stage behaves the same everywhere."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from .config import StageConfig, choice, param
 from .errors import ConfigError
 
 
-@dataclass
-class ConvertConfig(StageConfig):
-    mode: str = choice("pairs2bin", ("pairs2bin", "rec2jpg", "bin2jpg"), "what to convert")
-    images: str = param("", "pairs2bin: image folder the pairs refer to")
-    pairs: str = param("", "pairs2bin: pairs.txt")
-    folds: list | None = param(None, "pairs2bin: only these folds (0-based)")
-    rec: str = param("", "rec2jpg: InsightFace train.rec (train.idx beside it)")
-    bin: str = param("", "bin2jpg: verification .bin")
-    limit_classes: int = param(0, "rec2jpg: first N identities only")
-    output: str = param("", "output file (.bin) or folder")
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    config: str          # "module:Class" (imported on use: `recface --help` stays light)
+    run: str             # "module:function", called as function(cfg, show_progress)
+    notebook: str
+    help: str            # the CLI verb's one-line description
+    title: str
+    intro: str           # the notebook's introduction
+    aliases: dict = field(default_factory=dict)  # extra verb -> fixed field values (e.g. rec2jpg -> mode)
+
+    @property
+    def config_class(self):
+        mod, cls = self.config.split(":")
+        return getattr(importlib.import_module(f"recface_lib.{mod}"), cls)
+
+    @property
+    def function(self):
+        mod, fn = self.run.split(":")
+        return getattr(importlib.import_module(f"recface_lib.{mod}"), fn)
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("convert", "convert:ConvertConfig", "convert:run", "00_convert",
+          "InsightFace .rec/.idx -> identity folders, .bin <-> images, pairs.txt or bcolz -> .bin",
+          "Convert", "InsightFace `.rec/.idx` training sets to identity folders (`rec2jpg`), `.bin` pair sets to "
+          "images (`bin2jpg`), a folder + `pairs.txt` (`pairs2bin`) or a bcolz carray set (`carray2bin`) to a "
+          "`.bin`. No mxnet needed.",
+          aliases={"rec2jpg": {"mode": "rec2jpg"}, "bin2jpg": {"mode": "bin2jpg"},
+                   "pairs2bin": {"mode": "pairs2bin"}, "carray2bin": {"mode": "carray2bin"}}),
+    Stage("align", "align.config:AlignConfig", "align.pipeline:align", "01_align",
+          "detect faces, 5 landmarks, align to the ArcFace template (folders or .bin); records the contract",
+          "Align", "Detects faces (MTCNN, dlib HOG/MMOD), finds 5 landmarks and warps each face onto the ArcFace "
+          "template. Reads an identity folder or a `.bin`; writes a NEW folder or `.bin` (never in place), a "
+          "manifest with the **preprocessing contract** that training and production repeat, and a report with "
+          "an aligned-face grid and the failures."),
+    Stage("build", "build:BuildConfig", "build:build", "02_build_dataset",
+          "identity folder or .rec -> shuffled sharded TFRecords + metadata.json (+ test folder and pair .bin)",
+          "Build dataset", "Aligned identity folder (or InsightFace `.rec`) -> shuffled, sharded TFRecords + "
+          "`metadata.json` carrying the preprocessing contract, an optional test split and a verification `.bin` "
+          "of pairs built from it."),
+    Stage("train", "train.config:TrainConfig", "train.trainer:train", "03_train",
+          "train a backbone + margin head on TFRecords with the staged plan (resumes by default)",
+          "Train", "A backbone + margin head on the TFRecords with the staged plan (epochs, lr, val_save, "
+          "val_per_epoch), validation on pair sets, checkpoints every N steps; rerunning resumes. `model.json` "
+          "carries the data's preprocessing contract plus the model's input size and normalisation."),
+    Stage("evaluate", "evaluate.report:EvalConfig", "evaluate.report:evaluate", "04_evaluate",
+          "models x pair sets: 10-fold accuracy, TAR@FAR, AUC table, ROC and similarity plots",
+          "Evaluate", "Models (training runs, bundles, the `dlib_resnet` reference) on pair sets: 10-fold accuracy, "
+          "TAR@FAR, AUC in one table, ROC curves of all models on one figure per set.",
+          aliases={"verify": {}}),
+    Stage("classify", "evaluate.classify:ClassifyConfig", "evaluate.classify:classify", "05_classifier",
+          "identify known people and reject unknown ones (threshold chosen on train data only)",
+          "Classifier", "The friends test: a classifier on embeddings of known people, an unknown-person threshold "
+          "chosen on TRAIN data only (train Others), then accuracy, wrong-person accepts and Others falsely "
+          "accepted on the test faces; confusion matrix and error gallery."),
+    Stage("export", "export:ExportConfig", "export:run", "06_export",
+          "production bundle (.keras, SavedModel, ONNX, TFLite, recface.json with the contract), formats checked",
+          "Export", "A production bundle (.keras, SavedModel, ONNX, TFLite, `recface.json` with the preprocessing "
+          "contract, classifier), every format checked against Keras on real faces; then photos identified with "
+          "the bundle via onnxruntime."),
+)}
+STAGE_ORDER = tuple(STAGES)
+NOTEBOOKS = {s.name: s.notebook for s in STAGES.values()}
+# notebook variables that are not stage parameters
+NOTEBOOK_EXTRAS = {"show_panel": (True, "interactive: show the widget panel (the pipeline sets False)"),
+                   "summary_path": ("", "where the pipeline collects this stage's summary"),
+                   "mount_drive": (False, "Colab: mount Google Drive (for copy_to / Drive paths)")}
+FIGURE_KEYS = ("aligned_grid", "failures_grid", "curves", "confusion", "errors_gallery")
 
 
 @dataclass
-class ClassifyConfig(StageConfig):
-    known: str = param("", "folder with train/<person>/ and test/<person>/")
-    others: str = param("", "folder with train/ and test/ of unknown people ('' : known/others)")
-    embedder: str = param("dlib_resnet", "dlib_resnet, a training run folder or a bundle .zip")
-    classifier: str = choice("svc_lin", ("svc_lin", "svc_rbf", "knn", "logreg", "centroid"), "classifier")
-    target_far: float = param(0.01, "share of train Others allowed past the threshold")
-    compare: bool = param(True, "also fit the other classifiers for a comparison table")
-    output: str = param("", "report folder")
-    workers: int = param(1, "worker processes for embedding")
-    limit: int = param(0, "quick runs: at most N images per person per split (0: all)")
+class StageResult:
+    """What a stage run gives back: its summary (JSON-able), the PNG figures and Markdown tables
+    it wrote."""
+
+    stage: str
+    summary: dict
+    figures: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, stage: str, summary: dict) -> "StageResult":
+        figs = [summary[k] for k in FIGURE_KEYS if isinstance(summary.get(k), str)]
+        figs += [p for p in summary.get("plots") or [] if isinstance(p, str)]
+        tables = [summary["table"]] if isinstance(summary.get("table"), str) else []
+        return cls(stage, summary, [f for f in figs if Path(f).is_file()], [t for t in tables if Path(t).is_file()])
+
+    def __getitem__(self, key):  # result["accuracy"] as before
+        return self.summary[key]
+
+    def get(self, key, default=None):
+        return self.summary.get(key, default)
 
 
-@dataclass
-class ExportConfig(StageConfig):
-    run: str = param("", "training run folder")
-    output: str = param("", "bundle path (.zip)")
-    check_images: str = param("", "face photos the exported formats are checked on")
-    classifier: str = param("", "classifier folder fitted with this model ('' : none)")
-    weights: str = param("final", "final, or a validation set's best weights")
-    formats: list = param(["keras", "saved_model", "onnx", "tflite"], "formats in the bundle")
-    identify: list = param([], "photos to identify with the bundle (onnxruntime) after export")
+def stage(name: str) -> Stage:
+    if name not in STAGES:
+        raise ConfigError(f"stage: unknown {name!r}; valid: {', '.join(STAGE_ORDER)}")
+    return STAGES[name]
 
 
-def _convert(c: ConvertConfig, show_progress=True):
-    from . import convert
-    if c.mode == "pairs2bin":
-        return convert.pairs2bin(c.images, c.pairs, c.output, folds=c.folds, show_progress=show_progress)
-    if c.mode == "rec2jpg":
-        return convert.rec2jpg(c.rec, c.output, None, c.limit_classes, show_progress=show_progress)
-    return convert.bin2jpg(c.bin, c.output, show_progress=show_progress)
+def stage_config(name: str, params: dict, source: str = ""):
+    return stage(name).config_class.from_dict(params, source=source or f"{name} parameters")
 
 
-def _align(c, show_progress=True):
-    from .align.pipeline import align
-    return align(c, show_progress)
-
-
-def _build(c, show_progress=True):
-    from .build import build
-    return build(c, show_progress)
-
-
-def _train(c, show_progress=True):
-    from .train.trainer import train
-    return train(c, show_progress)
-
-
-def _evaluate(c, show_progress=True):
-    from .evaluate.report import evaluate
-    return evaluate(c, show_progress)
-
-
-def _classify(c: ClassifyConfig, show_progress=True):
-    from .evaluate.classify import classify
-    return classify(c.known, c.others or None, c.embedder, c.classifier, c.output, c.target_far, c.compare, c.workers,
-                    show_progress, c.limit)
-
-
-def _export(c: ExportConfig, show_progress=True):
-    from .export import export
-    res = export(c.run, c.output, c.check_images, c.classifier or None, c.weights, tuple(c.formats))
-    if c.identify:
-        from .inference import FaceRecognizer
-        rec = FaceRecognizer.from_bundle(c.output, "onnx")
-        res["identified"] = {p: [f.to_json() for f in rec.identify(p)] for p in c.identify}
-    return res
-
-
-def _configs():
-    from .align.config import AlignConfig
-    from .build import BuildConfig
-    from .evaluate.report import EvalConfig
-    from .train.config import TrainConfig
-    return {"convert": (ConvertConfig, _convert), "align": (AlignConfig, _align), "build": (BuildConfig, _build),
-            "train": (TrainConfig, _train), "evaluate": (EvalConfig, _evaluate), "classify": (ClassifyConfig, _classify),
-            "export": (ExportConfig, _export)}
-
-
-STAGE_ORDER = ("convert", "align", "build", "train", "evaluate", "classify", "export")
-NOTEBOOKS = {"convert": "00_convert", "align": "01_align", "build": "02_build_dataset", "train": "03_train",
-             "evaluate": "04_evaluate", "classify": "05_classifier", "export": "06_export"}
-
-
-def stage_config(stage: str, params: dict, source: str = ""):
-    if stage not in STAGE_ORDER:
-        raise ConfigError(f"stage: unknown {stage!r}; valid: {', '.join(STAGE_ORDER)}")
-    cls, _ = _configs()[stage]
-    return cls.from_dict(params, source=source or f"{stage} parameters")
-
-
-def run_stage(stage: str, cfg, show_progress: bool = True) -> dict:
-    _, fn = _configs()[stage]
+def run_stage(name: str, cfg, show_progress: bool = True) -> StageResult:
+    st = stage(name)
     if isinstance(cfg, dict):
-        cfg = stage_config(stage, cfg)
-    return fn(cfg, show_progress)
+        cfg = stage_config(name, cfg)
+    if not isinstance(cfg, st.config_class):
+        raise ConfigError(f"{name}: expected a {st.config_class.__name__}, got {type(cfg).__name__}")
+    return StageResult.of(name, st.function(cfg, show_progress))
 
 
-def check_namespace(stage: str, ns: dict):
+def check_namespace(name: str, ns: dict):
     """For a notebook: the config from its parameter variables; any other user variable defined by
     then (a misspelt papermill parameter) is an error listing the valid names."""
-    import types
-
-    cls, _ = _configs()[stage]
+    cls = stage(name).config_class
     valid = cls.field_names()
-    ignore = {"In", "Out", "get_ipython", "exit", "quit", "open", "show_panel", "summary_path", "mount_drive"}
+    ignore = {"In", "Out", "get_ipython", "exit", "quit", "open", *NOTEBOOK_EXTRAS}
     extra = [k for k, v in ns.items() if not k.startswith("_") and k not in valid and k not in ignore
              and not isinstance(v, types.ModuleType) and not callable(v)]
     if extra:
-        raise ConfigError(f"{stage} notebook: unknown parameter(s) {', '.join(map(repr, sorted(extra)))}; "
+        raise ConfigError(f"{name} notebook: unknown parameter(s) {', '.join(map(repr, sorted(extra)))}; "
                           f"valid: {', '.join(valid)}")
-    return cls.from_namespace(ns, source=f"{stage} notebook parameters")
+    return cls.from_namespace(ns, source=f"{name} notebook parameters")

@@ -21,47 +21,77 @@ def _backbone_params(name: str, size: int, embd: int) -> int:
     return _PARAMS_CACHE[key]
 
 
+LIST_FIELDS = ("epochs", "lr", "val_save", "val_per_epoch", "weight_decay")
+LIST_DEFAULTS = [1, 1e-3, False, 1, None]
+
+
 class PlanEditor:
-    """Rows of (epochs, lr, val_save, val_per_epoch) with add/remove buttons."""
+    """One row per plan stage. A list-style stage ``[epochs, lr, val_save, val_per_epoch[,
+    weight_decay]]`` gets number boxes (weight_decay blank: the run's default); a mapping-style stage
+    (warm-up, cosine decay, freezing, ...) gets a YAML box holding all its keys. Nothing is dropped:
+    an untouched row gives back exactly the stage it was given."""
 
     def __init__(self, plan, on_change):
         import ipywidgets as w
 
         self.w, self.on_change = w, on_change
-        self.rows = []
+        self.rows: list[tuple[object, list]] = []  # (original stage, widgets)
         self.box = w.VBox()
         self.add = w.Button(description="+ stage", layout=w.Layout(width="90px"))
         self.remove = w.Button(description="- stage", layout=w.Layout(width="90px"))
         self.add.on_click(lambda _: self._add_row([1, 1e-3, True, 1]))
         self.remove.on_click(lambda _: self._remove_row())
         for st in plan:
-            self._add_row(list(st.values()) if isinstance(st, dict) else list(st))
-        head = w.HTML("<b>plan</b>: epochs, lr, val_save, val_per_epoch")
+            self._add_row(st)
+        head = w.HTML("<b>plan</b>: epochs, lr, val_save, val_per_epoch, weight_decay (blank: default); "
+                      "mapping-style stages as YAML")
         self.widget = w.VBox([head, self.box, w.HBox([self.add, self.remove])])
 
     def _add_row(self, st):
         w = self.w
-        st = (st + [False, 1])[:4] if len(st) < 4 else st[:4]
-        row = [w.FloatText(value=float(st[0]), layout=w.Layout(width="80px")),
-               w.FloatText(value=float(st[1]), layout=w.Layout(width="100px")),
-               w.Checkbox(value=bool(st[2]), indent=False, layout=w.Layout(width="40px")),
-               w.IntText(value=int(st[3]), layout=w.Layout(width="60px"))]
+        if isinstance(st, dict):
+            import yaml
+            row = [w.Text(value=yaml.safe_dump(st, default_flow_style=True, sort_keys=False).strip(),
+                          layout=w.Layout(width="520px"))]
+        else:
+            v = list(st) + LIST_DEFAULTS[len(st):]
+            row = [w.FloatText(value=float(v[0]), layout=w.Layout(width="80px")),
+                   w.FloatText(value=float(v[1]), layout=w.Layout(width="100px")),
+                   w.Checkbox(value=bool(v[2]), indent=False, layout=w.Layout(width="40px")),
+                   w.IntText(value=int(v[3]), layout=w.Layout(width="60px")),
+                   w.Text(value="" if v[4] is None else repr(v[4]), placeholder="default", layout=w.Layout(width="90px"))]
         for x in row:
             x.observe(lambda _c: self.on_change(), names="value")
-        self.rows.append(row)
-        self.box.children = [w.HBox(r) for r in self.rows]
+        self.rows.append((st, row))
+        self.box.children = [w.HBox(r) for _, r in self.rows]
         self.on_change()
 
     def _remove_row(self):
         if len(self.rows) > 1:
             self.rows.pop()
-            self.box.children = [self.w.HBox(r) for r in self.rows]
+            self.box.children = [self.w.HBox(r) for _, r in self.rows]
             self.on_change()
+
+    @staticmethod
+    def _num(x):
+        return int(x) if float(x).is_integer() else x
+
+    def _row_value(self, st, row):
+        import yaml
+
+        if isinstance(st, dict):
+            return yaml.safe_load(row[0].value)
+        wd = row[4].value.strip()
+        full = [self._num(row[0].value), row[1].value, row[2].value, row[3].value,
+                None if not wd else yaml.safe_load(wd)]
+        orig = list(st) + LIST_DEFAULTS[len(st):]
+        if full == orig:
+            return st  # untouched: exactly what was given (also its length)
+        return full if full[4] is not None else full[:4]
 
     @property
     def value(self):
-        return [[(int(r[0].value) if float(r[0].value).is_integer() else r[0].value), r[1].value, r[2].value,
-                 r[3].value] for r in self.rows]
+        return [self._row_value(st, row) for st, row in self.rows]
 
 
 class Panel:

@@ -173,7 +173,7 @@ def test_dlib5_mapping_agrees_with_dlib68(lfw_dir):
 
 def test_mtcnn_finds_faces_on_one_lfw_fold(lfw_dir):
     """>= 99.5% of fold 10's distinct images get a face (all 7,701: benchmarks/align.py --detect-rate)."""
-    pairs = [p for p in read_pairs(lfw_dir / "pairs.txt", lfw_dir / "lfw-deepfunneled") if p.fold == 9]
+    pairs = [p for p in read_pairs(lfw_dir / "pairs.txt", lfw_dir / "lfw-deepfunneled") if p.fold == 10]
     paths = sorted({q for p in pairs for q in (p.path1, p.path2)})
     det = make_detector("mtcnn")
     found = 0

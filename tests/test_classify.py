@@ -12,7 +12,7 @@ from conftest import last_json, run_cli
 @pytest.fixture(scope="module")
 def report(friends_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("clf")
-    res = last_json(run_cli("classify", "--known", str(friends_dir), "--embedder", "dlib_resnet", "--out", str(out),
+    res = last_json(run_cli("classify", "--known", str(friends_dir), "--embedder", "dlib_resnet", "--output", str(out),
                             "--workers", "2", "--json"))
     return out, res
 

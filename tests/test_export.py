@@ -24,9 +24,9 @@ def trained(friends_dir, tmp_path_factory):
             "--set", "scale=32", "--set", "margin=0.3", "--set", "embd_shape=128", "--set", "tensorboard=false",
             "--set", "deterministic=true", "--json")
     clf = last_json(run_cli("classify", "--known", str(friends_dir), "--embedder", str(root / "run"),
-                            "--out", str(root / "clf"), "--no-compare", "--json"))
+                            "--output", str(root / "clf"), "--no-compare", "--json"))
     bundle = root / "friends.zip"
-    exp = last_json(run_cli("export", "--run", str(root / "run"), "--out", str(bundle), "--check-images",
+    exp = last_json(run_cli("export", "--run", str(root / "run"), "--output", str(bundle), "--check-images",
                             str(root / "aligned" / "Andre_Agassi"), "--classifier", str(root / "clf" / "classifier"),
                             "--json"))
     return {"root": root, "bundle": bundle, "export": exp, "classify": clf}
@@ -42,8 +42,11 @@ def test_bundle_contents_and_format_checks(trained):
     assert {"embedding.keras", "model.onnx", "model.tflite", "recface.json", "classifier.json",
             "classifier.npz", "saved_model/saved_model.pb"} <= names
     assert meta["input"] == {"size": 64, "color_order": "RGB", "layout": "NHWC float32", "normalization": "-1:1"}
-    assert meta["alignment"]["detector"] == "mtcnn" and meta["alignment"]["method"] == "landmarks"
-    assert meta["alignment"]["template"][0] == pytest.approx([38.2946 * 64 / 112, 51.6963 * 64 / 112], abs=1e-3)
+    c = meta["preprocessing"]  # the align stage's contract, carried through build and train
+    aligned = json.loads((trained["root"] / "aligned" / "manifest.json").read_text())["preprocessing"]
+    assert {k: v for k, v in c.items() if k not in ("input_size", "normalization")} == aligned
+    assert (c["detector"], c["method"], c["size"], c["input_size"], c["normalization"]) == ("mtcnn", "landmarks", 64, 64, "-1:1")
+    assert c["template"][0] == pytest.approx([38.2946 * 64 / 112, 51.6963 * 64 / 112], abs=1e-3)
     assert meta["embd_shape"] == 128 and meta["backbone"] == "MobileFaceNetV2"
     assert meta["formats"]["onnx"]["checked_min_cosine"] >= 0.9999
     assert len(meta["classifier"]["names"]) == 16 and meta["classifier"]["kind"] == "svc_lin"
@@ -122,6 +125,32 @@ def test_damaged_bundles_give_clear_errors(trained, tmp_path):
     assert proc.returncode == 1 and "partial.zip" in last_json(proc)["error"]
 
 
+def test_a_bundle_without_a_contract_is_refused(trained, tmp_path):
+    from recface_lib.errors import FormatError
+    from recface_lib.inference import FaceRecognizer
+
+    def rewrite(name, edit):
+        out = tmp_path / name
+        with zipfile.ZipFile(trained["bundle"]) as src, zipfile.ZipFile(out, "w") as dst:
+            for n in src.namelist():
+                data = src.read(n)
+                if n == "recface.json":
+                    meta = json.loads(data)
+                    edit(meta)
+                    data = json.dumps(meta).encode()
+                dst.writestr(n, data)
+        return out
+
+    old = rewrite("old.zip", lambda m: m.pop("preprocessing"))
+    with pytest.raises(FormatError, match=r"old.zip \(recface.json\): no preprocessing contract"):
+        FaceRecognizer.from_bundle(old)
+    part = rewrite("part.zip", lambda m: m["preprocessing"].pop("normalization"))
+    with pytest.raises(FormatError, match="part.zip.*contract lacks normalization"):
+        FaceRecognizer.from_bundle(part)
+    proc = run_cli("identify", "--bundle", str(old), str(Path(__file__)), "--json", check=False)
+    assert proc.returncode == 1 and "no preprocessing contract" in last_json(proc)["error"]
+
+
 def test_export_refuses_a_classifier_of_another_embedder(trained, tmp_path):
     clf = trained["root"] / "clf" / "classifier"
     other = tmp_path / "other_clf"
@@ -130,7 +159,7 @@ def test_export_refuses_a_classifier_of_another_embedder(trained, tmp_path):
     meta["embedder"] = "dlib_resnet"
     (other / "classifier.json").write_text(json.dumps(meta))
     (other / "classifier.npz").write_bytes((clf / "classifier.npz").read_bytes())
-    proc = run_cli("export", "--run", str(trained["root"] / "run"), "--out", str(tmp_path / "x.zip"),
+    proc = run_cli("export", "--run", str(trained["root"] / "run"), "--output", str(tmp_path / "x.zip"),
                    "--check-images", str(trained["root"] / "aligned" / "Andre_Agassi"), "--classifier", str(other),
                    "--formats", "onnx", "--json", check=False)
     assert proc.returncode == 1 and "dlib_resnet" in last_json(proc)["error"]
@@ -144,9 +173,9 @@ def test_evaluate_table_run_vs_bundle(trained, friends_dir, tmp_path):
     run_cli("build", "--input", str(friends_dir / "test"), "--output", str(ps), "--test-samples", "10",
             "--test-max-pairs", "40", "--json")
     out = tmp_path / "eval"
-    res = last_json(run_cli("evaluate", "--model", str(trained["root"] / "run"), "--model", str(trained["bundle"]),
-                            "--pairs", str(ps / "test.bin"), "--output", str(out), "--set", "backend=onnx", "--json"))
-    rows = res["results"]
+    res = last_json(run_cli("evaluate", "--models", str(trained["root"] / "run"), str(trained["bundle"]),
+                            "--pair-sets", str(ps / "test.bin"), "--output", str(out), "--set", "backend=onnx", "--json"))
+    rows = res["rows"]
     assert len(rows) == 4 and {r["flip"] for r in rows} == {False, True}
     by = {(r["model"], r["flip"]): r["accuracy"] for r in rows}
     for fl in (False, True):

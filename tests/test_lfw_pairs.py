@@ -11,7 +11,7 @@ def test_read_real_lfw_pairs(lfw_dir):
     pairs = read_pairs(lfw_dir / "pairs.txt", lfw_dir / "lfw-deepfunneled")
     assert len(pairs) == 6000
     assert sum(p.same for p in pairs) == 3000
-    assert sorted({p.fold for p in pairs}) == list(range(10))
+    assert sorted({p.fold for p in pairs}) == list(range(1, 11))
     # each fold: 300 same pairs then 300 different pairs
     assert [p.same for p in pairs[:600]] == [True] * 300 + [False] * 300
     assert len({q for p in pairs for q in (p.path1, p.path2)}) == 7701
@@ -20,7 +20,7 @@ def test_read_real_lfw_pairs(lfw_dir):
 def test_pairs2bin_real_lfw(lfw_dir, tmp_path):
     out = tmp_path / "lfw.bin"
     s = last_json(run_cli("pairs2bin", "--images", str(lfw_dir / "lfw-deepfunneled"), "--pairs",
-                          str(lfw_dir / "pairs.txt"), "--out", str(out), "--json"))
+                          str(lfw_dir / "pairs.txt"), "--output", str(out), "--json"))
     assert (s["pairs"], s["images"], s["positives"], s["distinct_images"]) == (6000, 12000, 3000, 7701)
     ps = read_bin(out)
     assert ps.num_pairs == 6000 and len(ps.images) == 12000 and sum(ps.issame) == 3000
@@ -34,7 +34,7 @@ def test_pairs2bin_real_lfw(lfw_dir, tmp_path):
 def test_pairs2bin_fold_and_size(lfw_dir, tmp_path):
     out = tmp_path / "f10.bin"
     s = last_json(run_cli("pairs2bin", "--images", str(lfw_dir / "lfw-deepfunneled"), "--pairs",
-                          str(lfw_dir / "pairs.txt"), "--out", str(out), "--folds", "10", "--size", "112", "--json"))
+                          str(lfw_dir / "pairs.txt"), "--output", str(out), "--folds", "10", "--size", "112", "--json"))
     assert (s["pairs"], s["positives"]) == (600, 300)
     assert decode_image(read_bin(out).images[7]).shape == (112, 112, 3)
 
@@ -67,6 +67,6 @@ def test_bad_pairs_files(tmp_path, lfw_dir):
     write_pairs(pf, [([("A", 1, 2)], [("A", 1, "B", 1)])])
     assert len(read_pairs(pf, root)) == 2
     (root / "B" / "B_0001.jpg").write_bytes(b"\xff\xd8\xffgarbage")
-    proc = run_cli("pairs2bin", "--images", str(root), "--pairs", str(pf), "--out", str(tmp_path / "x.bin"), check=False)
+    proc = run_cli("pairs2bin", "--images", str(root), "--pairs", str(pf), "--output", str(tmp_path / "x.bin"), check=False)
     assert proc.returncode == 1 and "B_0001.jpg (pairs line 3): cannot decode image" in proc.stderr
     assert not (tmp_path / "x.bin").exists()

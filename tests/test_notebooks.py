@@ -14,7 +14,7 @@ sys.path.insert(0, str(REPO / "notebooks"))
 
 def test_notebooks_match_the_stage_configs_and_are_stripped():
     import nbformat
-    from build_notebooks import notebook
+    from build_notebooks import parameters_cell, parameters_source
 
     from recface_lib.stages import NOTEBOOKS, STAGE_ORDER
 
@@ -25,9 +25,9 @@ def test_notebooks_match_the_stage_configs_and_are_stripped():
         for c in nb.cells:
             if c.cell_type == "code":
                 assert c.outputs == [] and c.execution_count is None, f"{NOTEBOOKS[s]}: outputs not stripped"
-        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-        assert len(tagged) == 1
-        assert nb.cells == notebook(s).cells, f"{NOTEBOOKS[s]} differs from notebooks/build_notebooks.py"
+        # only the parameters cell is generated: other cells are the notebook's own (users may add more)
+        assert parameters_cell(nb).source == parameters_source(s), \
+            f"{NOTEBOOKS[s]}: parameters cell differs from the stage config (run notebooks/build_notebooks.py)"
         # thin: no function definitions in notebooks
         assert not any("def " in c.source for c in nb.cells if c.cell_type == "code")
 

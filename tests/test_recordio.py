@@ -125,8 +125,8 @@ def test_short_irheader():
 
 def test_cli_rec2jpg_json(small_rec, tmp_path):
     rec, classes = small_rec
-    proc = run_cli("rec2jpg", "--rec", str(rec), "--out", str(tmp_path / "o"), "--json")
+    proc = run_cli("rec2jpg", "--rec", str(rec), "--output", str(tmp_path / "o"), "--json")
     s = last_json(proc)
     assert s["ok"] and s["images_written"] == sum(map(len, classes))
-    bad = run_cli("rec2jpg", "--rec", str(tmp_path / "nope.rec"), "--out", str(tmp_path / "o2"), "--json", check=False)
+    bad = run_cli("rec2jpg", "--rec", str(tmp_path / "nope.rec"), "--output", str(tmp_path / "o2"), "--json", check=False)
     assert bad.returncode == 1 and "nope.rec" in bad.stderr and last_json(bad)["ok"] is False

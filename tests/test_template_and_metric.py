@@ -3,7 +3,7 @@ import pytest
 
 from recface_lib.align.template import (ARCFACE_TEMPLATE_112, apply_transform, crop_box, similarity_transform,
                                         template, warp_to_template)
-from recface_lib.evaluate.verification import evaluate_embeddings, fold_indices, stratified_fold_indices
+from recface_lib.protocol.verification import evaluate_embeddings, fold_indices, stratified_fold_indices
 
 
 # -- transform ---------------------------------------------------------------------------------------

@@ -144,3 +144,22 @@ def test_bad_parameters_fail_cleanly(ds, tmp_path):
     assert proc.returncode == 1 and "backbone: 'ResNet35' is not one of" in last_json(proc)["error"]
     proc = run_cli("train", "--dataset", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o"), "--json", check=False)
     assert proc.returncode == 1 and "nowhere" in last_json(proc)["error"]
+
+
+def test_resume_across_head_aliases_and_head_params(ds, tmp_path):
+    """The resume fingerprint holds the head's canonical name: a run started as the guide's
+    `ArcFaceHead` resumes as `ArcFace`; head-specific parameters travel as one mapping."""
+    run = tmp_path / "alias"
+    common = ["--set", "steps_per_epoch=2", "--set", "head_params={easy_margin: true}"]
+    r1 = last_json(run_cli(*train_args(ds, run, "--set", "head=ArcFaceHead", "--set", "plan=[[1, 0.01]]", *common)))
+    assert r1["global_step"] == 2
+    r2 = last_json(run_cli(*train_args(ds, run, "--set", "head=ArcFace", "--set", "plan=[[1, 0.01], [1, 0.001]]",
+                                       *common)))
+    assert r2["resumed_from"] and r2["global_step"] == 4
+    spec = json.loads((run / "model.json").read_text())
+    assert spec["head"] == "ArcFace" and spec["head_params"] == {"easy_margin": True}
+    assert spec["preprocessing"] is None  # raw photos, no contract: such a model cannot be exported
+    proc = run_cli("export", "--run", str(run), "--output", str(tmp_path / "x.zip"), "--check-images",
+                   str(ds / "test"), "--json", check=False)
+    assert proc.returncode == 1 and "no preprocessing contract" in last_json(proc)["error"]
+    assert not (tmp_path / "x.zip").exists()

@@ -79,7 +79,7 @@ def test_bin_info_and_bin2jpg_cli(tmp_path):
     write_bin(tmp_path / "s.bin", imgs, [True, True, False])
     info = last_json(run_cli("bin-info", str(tmp_path / "s.bin"), "--json"))
     assert (info["pairs"], info["positives"], info["negatives"], info["image_sizes"]) == (3, 2, 1, {"20x20": 6})
-    out = last_json(run_cli("bin2jpg", str(tmp_path / "s.bin"), "--out", str(tmp_path / "dump"), "--json"))
+    out = last_json(run_cli("bin2jpg", "--bin", str(tmp_path / "s.bin"), "--output", str(tmp_path / "dump"), "--json"))
     assert out["pairs"] == 3
     assert (tmp_path / "dump" / "diff" / "00002_b.png").read_bytes() == imgs[5]
     assert (tmp_path / "dump" / "pairs.csv").read_text().splitlines()[1] == "0,1,same/00000_a.png,same/00000_b.png"
@@ -91,7 +91,7 @@ def test_bcolz_carray_roundtrip(tmp_path):
     write_carray(tmp_path, "tiny", imgs, [True, False, True])
     back, issame = read_carray(tmp_path, "tiny")
     assert np.array_equal(back, imgs) and issame.tolist() == [True, False, True]
-    s = last_json(run_cli("carray2bin", "--root", str(tmp_path), "--name", "tiny", "--out", str(tmp_path / "t.bin"), "--json"))
+    s = last_json(run_cli("carray2bin", "--carray", str(tmp_path / "tiny"), "--output", str(tmp_path / "t.bin"), "--json"))
     assert s["pairs"] == 3
     assert np.array_equal(decode_image(read_bin(tmp_path / "t.bin").images[4]), imgs[4])
     with pytest.raises(FormatError, match="missing issame list"):

@@ -32,7 +32,7 @@ class AlignConfig(StageConfig):
     min_images: int = param(0, "folder input: only identities with at least this many images")
     max_images: int = param(0, "folder input: at most the first N images of each identity (0: all)")
     exclude_pairs: str = param("", "folder input: leave out people of this pairs.txt (keep evaluation people unseen)")
-    exclude_folds: list = param([], "folds (0-based) of exclude_pairs whose people are left out ([]: all folds)")
+    exclude_folds: list = param([], "folds (1-based, as LFW numbers them) of exclude_pairs whose people are left out ([]: all folds)")
     exclude_people_of: str = param("", "folder input: leave out people who have a sub-folder here (e.g. friends16/train)")
     workers: int = param(1, "worker processes")
     batch_size: int = param(16, "images per detector call (MTCNN batches same-size images)")
@@ -58,3 +58,30 @@ class AlignConfig(StageConfig):
         for k in ("input", "output", "workers", "batch_size", "grid_samples"):
             d.pop(k)
         return d
+
+    def contract(self) -> dict:
+        """The preprocessing contract of faces aligned with these parameters (see ``manifest``)."""
+        from ..manifest import template_at
+
+        if self.method != "landmarks":
+            lm = "none"
+        else:
+            dlib_lm = "dlib68" if self.landmarks == "68" else "dlib5"
+            lm = {"mtcnn": "mtcnn", "mtcnn+dlib_mmod": f"mtcnn, else {dlib_lm}"}.get(self.detector, dlib_lm)
+        return {"detector": self.detector, "landmark_model": lm, "method": self.method, "size": self.size,
+                "template": template_at(self.size) if self.method == "landmarks" else None,
+                "square": self.square, "margin": self.margin if self.method == "margin" else 0,
+                "select": self.select, "min_prob": self.min_prob, "min_face_size": self.min_face_size,
+                "upsample": self.upsample, "color_order": "RGB", "source": "recface align"}
+
+    @classmethod
+    def from_contract(cls, contract: dict, **overrides) -> "AlignConfig":
+        """The parameters that reproduce a contract's alignment (inference, evaluation)."""
+        c = contract
+        lm = str(c.get("landmark_model", ""))
+        return cls.from_dict({"detector": c["detector"], "method": c["method"], "size": int(c["size"]),
+                              "square": bool(c.get("square", False)), "margin": int(c.get("margin") or 0),
+                              "select": c.get("select", "center"), "min_prob": float(c.get("min_prob", 0.4)),
+                              "min_face_size": int(c.get("min_face_size", 20)), "upsample": int(c.get("upsample", 1)),
+                              "landmarks": "68" if "dlib68" in lm else "5", **overrides},
+                             source="preprocessing contract")

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import ConfigError, FormatError, ImageDecodeError
 from ..io_utils import atomic_write_bytes, atomic_write_json, decode_image, encode_image, load_item
+from ..manifest import fingerprint, manifest_path, read_manifest, write_manifest
 from ..parallel import chunked, parallel_map
 from ..progress import progress
 from .config import AlignConfig
@@ -116,15 +117,11 @@ def report_dir_for(output: str | os.PathLike) -> Path:
     return out.with_name((out.stem if out.suffix == ".bin" else out.name) + "_report")
 
 
-def _manifest_path(out: Path) -> Path:
-    return out / "manifest.json" if out.suffix != ".bin" else out.with_name(out.stem + ".manifest.json")
-
-
 def _check_manifest(out: Path, cfg: AlignConfig) -> dict | None:
-    mp = _manifest_path(out)
-    if not mp.is_file():
+    m = read_manifest(out)
+    if m is None:
         return None
-    m = json.loads(mp.read_text())
+    mp = manifest_path(out)
     if m.get("parameters") != cfg.output_params():
         diff = {k: (m.get("parameters", {}).get(k), v) for k, v in cfg.output_params().items()
                 if m.get("parameters", {}).get(k) != v}
@@ -144,7 +141,7 @@ def _check_stop(cfg: AlignConfig, r: ItemResult, key: str, source_prefix: str = 
 
 def _write_report(cfg: AlignConfig, results: dict[str, dict], samples: list[tuple[str, np.ndarray]],
                   failures: list[tuple[str, object]], extra: dict) -> dict:
-    from ..evaluate.plots import plot_face_grid
+    from ..plots import plot_face_grid
 
     rdir = report_dir_for(cfg.output)
     counts: dict[str, int] = {}
@@ -191,10 +188,10 @@ def select_people(files: list[Path], root: Path, cfg: AlignConfig) -> list[Path]
         return files
     excluded: set[str] = set()
     if cfg.exclude_pairs:
-        from ..data.lfw_pairs import read_pairs
-        folds = set(cfg.exclude_folds)
+        from ..data.lfw_pairs import fold_set, read_pairs
+        folds = fold_set(cfg.exclude_folds, "exclude_folds")
         for q in read_pairs(cfg.exclude_pairs, root):
-            if not folds or q.fold in folds:
+            if folds is None or q.fold in folds:
                 excluded.update({Path(q.path1).parent.name, Path(q.path2).parent.name})
     if cfg.exclude_people_of:
         ex = Path(cfg.exclude_people_of)
@@ -216,7 +213,6 @@ def select_people(files: list[Path], root: Path, cfg: AlignConfig) -> list[Path]
 
 def align_folder(cfg: AlignConfig, show_progress: bool = True) -> dict:
     from ..data.image_folder import list_images
-    from ..convert import write_manifest
 
     inp, out = Path(cfg.input), Path(cfg.output)
     _check_not_in_place(inp, out)
@@ -225,7 +221,8 @@ def align_folder(cfg: AlignConfig, show_progress: bool = True) -> dict:
         raise FormatError(f"{inp}: no images found (after the identity selection)")
     out.mkdir(parents=True, exist_ok=True)
     _check_manifest(out, cfg)
-    write_manifest(out, "align", {"input": str(inp)}, cfg.output_params(), {"status": "running"})
+    source = {"input": fingerprint(inp)}
+    write_manifest(out, "align", cfg.output_params(), source, {"status": "running"}, cfg.contract())
     ext = ".png" if cfg.image_format == "png" else ".jpg"
     keys = {f.relative_to(inp).as_posix(): f for f in files}
     target = {k: out / Path(k).with_suffix(ext) for k in keys}
@@ -255,7 +252,7 @@ def align_folder(cfg: AlignConfig, show_progress: bool = True) -> dict:
     samples = [(k, decode_image(target[k].read_bytes())) for k in ok_keys[:cfg.grid_samples]]
     failures = [(k, str(keys[k])) for k in sorted(results) if results[k]["status"] not in ("detected", "manual")]
     report = _write_report(cfg, results, samples, failures, {"resumed": len(done)})
-    write_manifest(out, "align", {"input": str(inp)}, cfg.output_params(), report["counts"])
+    write_manifest(out, "align", cfg.output_params(), source, report["counts"], cfg.contract())
     return report
 
 
@@ -290,8 +287,7 @@ def align_bin(cfg: AlignConfig, show_progress: bool = True) -> dict:
     extra = {"pairs_in": ps.num_pairs, "pairs_out": len(keep_pairs), "pairs_removed": ps.num_pairs - len(keep_pairs)}
     # keys as strings sort lexicographically in the failure list; keep numeric order for .bin
     report = _write_report(cfg, {f"{int(k):06d}": v for k, v in results.items()}, samples, failures, extra)
-    atomic_write_json(_manifest_path(out), {"stage": "align", "inputs": {"input": str(inp)},
-                                            "parameters": cfg.output_params(), "counts": report["counts"]})
+    write_manifest(out, "align", cfg.output_params(), {"input": inp}, report["counts"], cfg.contract())
     return report
 
 

@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-ARCFACE_TEMPLATE_112 = np.array([
-    [38.2946, 51.6963],
-    [73.5318, 51.5014],
-    [56.0252, 71.7366],
-    [41.5493, 92.3655],
-    [70.7299, 92.2041],
-], dtype=np.float64)
+from ..manifest import ARCFACE_TEMPLATE_112 as _TEMPLATE  # the one definition of the five points
+
+ARCFACE_TEMPLATE_112 = np.array(_TEMPLATE, dtype=np.float64)
 
 
 def template(size: int = 112) -> np.ndarray:

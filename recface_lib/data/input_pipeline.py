@@ -9,7 +9,9 @@ so ``deterministic=True`` gives the same batches every run."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
+from ..config import StageConfig, param
 from ..errors import ConfigError
 from .tfrecord import check_shards, load_metadata
 
@@ -29,21 +31,34 @@ def normalize(x, mode: str):
     raise ConfigError(f"normalization: unknown {mode!r}; valid: {', '.join(NORMALIZATIONS)}")
 
 
-def steps_per_epoch(path, batch_size: int) -> int:
-    return max(1, load_metadata(path)["num_samples"] // batch_size)
+@dataclass
+class Augmentation(StageConfig):
+    """Training-time augmentation, passed whole (``TrainConfig.augmentation`` is its mapping)."""
+
+    train_crop: bool = param(False, "random resize to [size, size*8/7] + random size crop (the recface guide)")
+    flip: bool = param(True, "random horizontal flip")
+    color_jitter: float = param(0.0, "brightness/contrast/saturation jitter strength (0-1)")
+    random_erasing: float = param(0.0, "probability of erasing a random box")
+    low_res: float = param(0.0, "probability of low-resolution augmentation (AdaFace)")
+
+    def validate(self, where=""):
+        for k in ("color_jitter", "random_erasing", "low_res"):
+            if not 0.0 <= getattr(self, k) <= 1.0:
+                raise ConfigError(f"{where}{k}: must be in [0, 1], got {getattr(self, k)}")
 
 
 def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True, image_size: int = 112,
-                 normalization: str = "-1:1", train_crop: bool = False, flip: bool = True,
-                 color_jitter: float = 0.0, random_erasing: float = 0.0, low_res: float = 0.0,
+                 normalization: str = "-1:1", augment: Augmentation | None = None,
                  shuffle_buffer: int = 8192, repeat: bool | None = None, deterministic: bool = False, seed: int = 0,
                  cycle_length: int = 8, start: int = 0):
     """``start``: the number of samples already consumed (resume). Element i of the stream always
     gets augmentation seed (seed, i); in deterministic mode the stream is also skipped to sample
     ``start``, so a resumed run sees exactly the batches an uninterrupted run would have."""
-    import recface_lib  # noqa: F401  (import guard)
     import tensorflow as tf
 
+    a = augment or Augmentation()
+    train_crop, flip, color_jitter, random_erasing, low_res = (a.train_crop, a.flip, a.color_jitter,
+                                                               a.random_erasing, a.low_res)
     if normalization not in NORMALIZATIONS:
         raise ConfigError(f"normalization: unknown {normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
     meta = load_metadata(path)

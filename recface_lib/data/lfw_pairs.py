@@ -13,8 +13,20 @@ class Pair:
     path1: Path
     path2: Path
     same: bool
-    fold: int
+    fold: int  # 1-based (LFW's "fold 10" is 10): the one fold numbering of recface
     line: int
+
+
+def fold_set(folds, where: str = "folds") -> set[int] | None:
+    """Fold numbers as given by a user (1-based, as LFW numbers them), checked; None: all folds."""
+    from ..errors import ConfigError
+
+    if folds is None or (isinstance(folds, (list, tuple, set)) and not folds):
+        return None
+    bad = [f for f in folds if not isinstance(f, int) or f < 1]
+    if bad:
+        raise ConfigError(f"{where}: folds are numbered from 1 (LFW: 1..10), got {bad}")
+    return set(folds)
 
 
 def lfw_image_path(root: Path, name: str, index: int, ext: str = ".jpg") -> Path:
@@ -41,7 +53,7 @@ def read_pairs(pairs_file: str | os.PathLike, images_root: str | os.PathLike, ch
     body = [(i + 2, ln) for i, ln in enumerate(lines[1:]) if ln.strip()]
     for k, (lineno, ln) in enumerate(body):
         parts = ln.split()
-        fold = k // (2 * per) if per else 0
+        fold = (k // (2 * per) if per else 0) + 1  # folds are numbered 1..10, as everywhere in recface
         try:
             if len(parts) == 3:
                 name, i, j = parts[0], int(parts[1]), int(parts[2])

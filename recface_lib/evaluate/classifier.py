@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import ConfigError, FormatError
 from ..io_utils import atomic_path, atomic_write_json
-from .verification import l2_normalize
+from ..protocol.verification import l2_normalize
 
 CLASSIFIERS = ("svc_lin", "svc_rbf", "knn", "logreg", "centroid")
 DEFAULTS = {"svc_lin": {"C": 1.0}, "svc_rbf": {"C": 10.0, "gamma": "scale"}, "knn": {"n_neighbors": 5},

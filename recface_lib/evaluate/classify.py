@@ -5,16 +5,36 @@ known train, picks each threshold on train data only, and reports on the test fa
 table of all classifiers, a confusion matrix and an error gallery for the chosen one."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from dataclasses import dataclass
+
+from ..config import StageConfig, choice, param
 from ..data.image_folder import list_images, scan_folder
 from ..errors import ConfigError
 from ..io_utils import atomic_write_json, load_item
+from ..manifest import write_manifest
+from ..protocol.verification import flip_sum
 from .classifier import CLASSIFIERS, Classifier, evaluate_open_set
-from .verification import l2_normalize
+
+
+@dataclass
+class ClassifyConfig(StageConfig):
+    known: str = param("", "folder with train/<person>/ and test/<person>/")
+    others: str = param("", "folder with train/ and test/ of unknown people ('' : known/others if present)")
+    embedder: str = param("dlib_resnet", "dlib_resnet, a training run folder or a bundle .zip")
+    classifier: str = choice("svc_lin", CLASSIFIERS, "classifier")
+    target_far: float = param(0.01, "share of train Others allowed past the threshold")
+    compare: bool = param(True, "also fit the other classifiers for a comparison table")
+    output: str = param("", "report folder (classifier/, confusion.png, errors.png, comparison.md)")
+    workers: int = param(1, "worker processes for embedding")
+    limit: int = param(0, "quick runs: at most N images per person per split (0: all)")
+
+    def validate(self, where=""):
+        if not self.known:
+            raise ConfigError(f"{where}known: required")
 
 
 def _known(root: Path, limit: int = 0):
@@ -24,7 +44,7 @@ def _known(root: Path, limit: int = 0):
 
 
 def plot_confusion(cm: np.ndarray, names: list[str], path, title: str):
-    from .plots import _plt, _save
+    from ..plots import _plt, _save
 
     plt = _plt()
     n = len(names)
@@ -42,20 +62,19 @@ def plot_confusion(cm: np.ndarray, names: list[str], path, title: str):
     return fig
 
 
-def classify(known: str | os.PathLike, others: str | os.PathLike | None = None, embedder: str = "dlib_resnet",
-             classifier: str = "svc_lin", out: str | os.PathLike | None = None, target_far: float = 0.01,
-             compare: bool = True, workers: int = 1, show_progress: bool = True, limit: int = 0) -> dict:
+def classify(cfg: ClassifyConfig | dict, show_progress: bool = True) -> dict:
     """``limit``: at most N images per person per split and 5N Others per split (quick runs)."""
-    from .verify import embed_items
+    from ..embedders import embed_parallel
 
-    known = Path(known)
+    if isinstance(cfg, dict):
+        cfg = ClassifyConfig.from_dict(cfg)
+    known, others, embedder, classifier = Path(cfg.known), cfg.others or None, cfg.embedder, cfg.classifier
+    out, target_far, compare, workers, limit = cfg.output or None, cfg.target_far, cfg.compare, cfg.workers, cfg.limit
     for sub in ("train", "test"):
         if not (known / sub).is_dir():
             raise ConfigError(f"{known}: needs {sub}/<person>/ folders (known people)")
     if others is None and (known / "others").is_dir():
         others = known / "others"
-    if classifier not in CLASSIFIERS:
-        raise ConfigError(f"classifier: unknown {classifier!r}; valid: {', '.join(CLASSIFIERS)}")
     names, tr_paths, y_tr = _known(known / "train", limit)
     te_names, te_paths, y_te = _known(known / "test", limit)
     missing = [n for n in te_names if n not in names]
@@ -67,8 +86,8 @@ def classify(known: str | os.PathLike, others: str | os.PathLike | None = None, 
     if limit:
         o_tr, o_te = o_tr[:5 * limit], o_te[:5 * limit]
     items = tr_paths + te_paths + o_tr + o_te
-    e, ef, stats = embed_items(items, embedder, workers, desc="embed faces", show_progress=show_progress)
-    emb = l2_normalize(l2_normalize(e) + l2_normalize(ef))
+    e, ef, stats = embed_parallel(embedder, items, workers, desc="embed faces", show_progress=show_progress)
+    emb = flip_sum(e, ef)
     a, b, c = len(tr_paths), len(tr_paths) + len(te_paths), len(tr_paths) + len(te_paths) + len(o_tr)
     E_tr, E_te, E_otr, E_ote = emb[:a], emb[a:b], emb[b:c], emb[c:]
 
@@ -101,7 +120,7 @@ def classify(known: str | os.PathLike, others: str | os.PathLike | None = None, 
                 for i in np.flatnonzero(pred != y_te)]
         errs += [(o_te[i], f"Other>{names[p][:12]}") for i, p in
                  enumerate(rep["_others_pred"]) if rep["_others_score"][i] > clf.threshold]
-        from .plots import plot_face_grid
+        from ..plots import plot_face_grid
         if errs:
             plot_face_grid([load_item(p) for p, _ in errs[:48]], [t for _, t in errs[:48]], out / "errors.png",
                            title=f"errors: {len(errs)}")
@@ -109,6 +128,9 @@ def classify(known: str | os.PathLike, others: str | os.PathLike | None = None, 
                        errors_gallery=str(out / "errors.png") if errs else None)
         atomic_write_json(out / "report.json", summary)
         write_table(table, out / "comparison.md")
+        write_manifest(out, "classify", cfg.to_dict(), {"known": known, "others": others,
+                                                        "embedder": None if embedder == "dlib_resnet" else embedder},
+                       {"known_people": len(names)})
     return summary
 
 

@@ -1,4 +1,4 @@
-"""``recface evaluate --params eval.yaml``: several models (``dlib_resnet``, training runs, export
+"""``recface evaluate --params eval.yaml`` (and ``recface verify``, the same stage): several models (``dlib_resnet``, training runs, export
 bundles) on several pair sets (``.bin``, folder + pairs.txt, bcolz carray sets), with and/or
 without flip TTA; one comparison table (Markdown, CSV, JSON) and, per pair set, the ROC curves of
 all models on one figure. Each set's images are embedded once per model (flip embeddings come
@@ -15,15 +15,18 @@ import numpy as np
 from ..config import StageConfig, choice, param
 from ..errors import ConfigError
 from ..io_utils import atomic_write_bytes, atomic_write_json
+from ..manifest import write_manifest
 
 
 @dataclass
 class EvalConfig(StageConfig):
     models: list = param(["dlib_resnet"], "embedders: dlib_resnet, training run folders, bundle .zip files")
-    pair_sets: list = param([], "pair sets: .bin files, folders with pairs.txt, bcolz carray folders")
+    pair_sets: list = param([], "pair sets: .bin files, pairs.txt files or folders holding one, bcolz carray folders")
+    images: str = param("", "image folder of pairs.txt sets ('' : lfw-deepfunneled/, lfw/ or images/ beside it)")
     flip: str = choice("both", ("no", "yes", "both"), "flip test-time augmentation")
-    folds: list | None = param(None, "evaluate only these folds (0-based) of each set; None: all")
-    output: str = param("", "report folder")
+    folds: list | None = param(None, "evaluate only these folds (1-based, LFW's 1..10) of each set; None: all")
+    metric: str = choice("cosine", ("cosine", "euclidean"), "threshold reported as cosine or insightface's squared L2")
+    output: str = param("", "report folder (results.md/.csv/.json, roc_<set>.png, hist_<set>_<model>.png)")
     workers: int = param(1, "worker processes for embedding")
     backend: str = choice("keras", ("keras", "onnx"), "how bundles run")
 
@@ -39,31 +42,42 @@ COLUMNS = ["model", "pair_set", "flip", "pairs", "accuracy", "std", "threshold",
 
 
 def evaluate(cfg: EvalConfig | dict, show_progress: bool = True) -> dict:
-    from .plots import plot_roc
-    from .verification import evaluate_embeddings, l2_normalize
-    from .verify import embed_source, load_pair_source
+    from ..embedders import embed_parallel
+    from ..plots import plot_roc, plot_similarity_hist
+    from ..protocol.pair_sets import load_pair_source, score_pair_set
 
     if isinstance(cfg, dict):
         cfg = EvalConfig.from_dict(cfg)
     out = Path(cfg.output)
     flips = {"no": [False], "yes": [True], "both": [False, True]}[cfg.flip]
-    rows, curves = [], {}
+    rows, curves, plots = [], {}, []
     for ps in cfg.pair_sets:
-        src = load_pair_source(ps, folds=cfg.folds)
+        src = load_pair_source(ps, cfg.images or None, cfg.folds)
         for m in cfg.models:
-            e, ef, stats = embed_source(src, m, cfg.workers, show_progress=show_progress, backend=cfg.backend)
-            for fl in flips:
-                emb = l2_normalize(e) + l2_normalize(ef) if fl else e
-                r = evaluate_embeddings(emb[src.index1], emb[src.index2], src.issame, n_folds=min(10, len(src.issame)))
-                label = f"{Path(m).name}{' +flip' if fl else ''}"
+            name = Path(m).name if m != "dlib_resnet" else m
+
+            def embed(items, m=m):
+                return embed_parallel(m, items, cfg.workers, cfg.backend, desc=f"embed {src.name}",
+                                      show_progress=show_progress)
+
+            results, stats = score_pair_set(src, embed, flips, cfg.metric)
+            for fl, r in results.items():
+                label = f"{name}{' +flip' if fl else ''}"
                 curves.setdefault(src.name, {})[label] = r
-                rows.append({"model": Path(m).name if m != "dlib_resnet" else m, "pair_set": src.name, "flip": fl,
+                rows.append({"model": name, "pair_set": src.name, "flip": fl,
                              "pairs": r.num_pairs, "accuracy": r.accuracy, "std": r.accuracy_std,
                              "threshold": r.threshold, "tar_far_1e-3": r.val_far.get("1e-03", {}).get("tar"),
                              "tar_far_1e-4": r.val_far.get("1e-04", {}).get("tar"), "auc": r.auc,
                              "angle_same": r.mean_angle_same, "angle_diff": r.mean_angle_diff,
+                             "fold_scheme": r.fold_scheme, "distinct_images": len(src.items),
                              "detections": stats, "model_path": str(m)})
-    plots = []
+            best_flip = flips[-1]
+            r = results[best_flip]
+            hist = out / f"hist_{src.name}_{name}.png"
+            plot_similarity_hist(np.asarray(r.similarities), src.issame,
+                                 r.threshold if cfg.metric == "cosine" else None, hist,
+                                 title=f"{src.name}: {name}{' +flip' if best_flip else ''}")
+            plots.append(str(hist))
     for name, res in curves.items():
         plot_roc(res, out / f"roc_{name}.png", title=f"ROC: {name}")
         plots.append(str(out / f"roc_{name}.png"))
@@ -76,6 +90,8 @@ def evaluate(cfg: EvalConfig | dict, show_progress: bool = True) -> dict:
     atomic_write_bytes(out / "results.csv", buf.getvalue().encode())
     summary = {"output": str(out), "rows": rows, "table": str(out / "results.md"), "plots": plots}
     atomic_write_json(out / "results.json", summary)
+    write_manifest(out, "evaluate", cfg.to_dict(), {f"pair_set_{i}": p for i, p in enumerate(cfg.pair_sets)},
+                   {"rows": len(rows)})
     return summary
 
 

@@ -26,8 +26,6 @@ def _check(name, valid, what):
 def build_backbone(name: str, input_size: int = 112, embd_shape: int = 512, dropout: float = 0.0):
     import importlib
 
-    import recface_lib  # noqa: F401  (import guard before TF)
-
     _check(name, BACKBONES, "backbone")
     module, fn = BACKBONES[name]
     mod = importlib.import_module(f"{__package__}.backbones.{module}")
@@ -38,6 +36,24 @@ def head_name(name: str) -> str:
     name = HEAD_ALIASES.get(name, name)
     _check(name, HEAD_NAMES, "head")
     return name
+
+
+def check_head_params(name: str, params: dict, where: str = "head_params") -> dict:
+    """The head-specific parameters (beyond scale and margin) that ``name``'s class accepts,
+    checked against its constructor: ArcFace easy_margin, Combined margin1/margin3, AdaFace h/t_alpha."""
+    import inspect
+
+    from .heads import HEADS
+
+    name = head_name(name)
+    sig = inspect.signature(HEADS[name].__init__)
+    valid = [k for k, p in sig.parameters.items()
+             if k not in ("self", "num_classes", "scale", "margin", "regularizer") and p.kind is p.POSITIONAL_OR_KEYWORD]
+    unknown = [k for k in params if k not in valid]
+    if unknown:
+        raise ConfigError(f"{where}: {name} has no parameter(s) {', '.join(unknown)}; "
+                          f"valid: {', '.join(valid) or 'none'}")
+    return dict(params)
 
 
 def build_head(name: str, num_classes: int, scale: float = 64.0, margin: float | None = None, **kw):

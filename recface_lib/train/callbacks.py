@@ -8,36 +8,32 @@ from pathlib import Path
 
 import keras
 
-from ..evaluate.verification import embed_images, evaluate_embeddings
 from ..io_utils import atomic_path, load_item
 
 
 class PairSetValidator:
-    """A pair set decoded once (at the model's input size); ``__call__(embed_fn)`` -> result."""
+    """A pair set decoded once; ``__call__(embedder)`` scores it with the shared protocol
+    (``protocol.pair_sets.score_pair_set``)."""
 
-    def __init__(self, path: str, input_size: int, flip: bool = True, batch_size: int = 64):
+    def __init__(self, path: str, input_size: int, flip: bool = True):
         import cv2
 
-        from ..evaluate.verify import load_pair_source
+        from ..protocol.pair_sets import PairSource, load_pair_source
 
         src = load_pair_source(path)
-        self.name, self.flip, self.batch_size = src.name, flip, batch_size
-        self.index1, self.index2, self.issame = src.index1, src.index2, src.issame
-        self.images = []
-        for i, item in enumerate(src.items):
+        images = []
+        for i, item in enumerate(src.items):  # decoded and resized once, not at every validation
             im = load_item(item, f"{path} image {i}")
             if im.shape[:2] != (input_size, input_size):
                 im = cv2.resize(im, (input_size, input_size), interpolation=cv2.INTER_AREA)
-            self.images.append(im)
+            images.append(im)
+        self.src = PairSource(src.name, images, src.index1, src.index2, src.issame)
+        self.name, self.flip = src.name, flip
 
-    def __call__(self, embed_fn):
-        emb = embed_images(self.images, embed_fn, self.batch_size, self.flip, show_progress=False)
-        n_folds = min(10, len(self.issame))
-        return evaluate_embeddings(emb[self.index1], emb[self.index2], self.issame, n_folds=n_folds)
+    def __call__(self, embedder):
+        from ..protocol.pair_sets import score_pair_set
 
-
-class TrainingStopped(RuntimeError):
-    pass
+        return score_pair_set(self.src, embedder.embed_items, (self.flip,))[0][self.flip]
 
 
 class PlanCallback(keras.callbacks.Callback):

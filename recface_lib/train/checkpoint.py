@@ -1,6 +1,6 @@
 """Training checkpoints: ``<run>/checkpoints/ckpt-<step>/`` holding ``model.weights.h5`` (backbone
 and head), ``optimizer.npz`` (every optimizer variable: step counter, momenta, weight decay),
-``state.json`` (global step, stage, segment, history so far, seed) and ``backbone.json``.
+``state.json`` (global step, stage, segment, history so far, seed, the run's fingerprint).
 
 A checkpoint is written to a temporary directory and renamed, then ``latest.json`` is replaced
 atomically, so a kill at any moment leaves the previous checkpoint intact. ``copy_to`` (a Drive

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import StageConfig, choice, param
-from ..data.input_pipeline import NORMALIZATIONS
+from ..data.input_pipeline import NORMALIZATIONS, Augmentation
 from ..errors import ConfigError
 from ..models.build import BACKBONES, HEAD_ALIASES, HEAD_NAMES
 from .optim import OPTIMIZERS
@@ -28,10 +28,8 @@ class TrainConfig(StageConfig):
     head: str = choice("ArcFace", HEAD_NAMES + tuple(HEAD_ALIASES), "margin head")
     margin: float | None = param(None, "margin (None: the head's default: ArcFace 0.5, CosFace 0.35, SphereFace 1.35, AdaFace 0.4)")
     scale: float = param(64.0, "logit scale s (AdaCos: its maximum; the guide's logist_scale)")
-    easy_margin: bool = param(False, "ArcFace: margin only where cos > 0")
-    margin1: float = param(1.0, "Combined head: m1 (cos(m1*theta + m2) - m3)")
-    margin3: float = param(0.0, "Combined head: m3")
-    adaface_h: float = param(0.333, "AdaFace: h")
+    head_params: dict = param({}, "head-specific parameters, checked by the head: ArcFace {easy_margin}, "
+                                  "Combined {margin1, margin3}, AdaFace {h, t_alpha}")
     plan: list = param(GUIDE_PLAN, "stages: (epochs, lr, val_save, val_per_epoch[, weight_decay]) or mappings")
     batch_size: int = param(256, "global batch size")
     steps_per_epoch: int = param(0, "0: num_samples // batch_size from metadata")
@@ -39,11 +37,8 @@ class TrainConfig(StageConfig):
     momentum: float = param(0.9, "SGD momentum")
     nesterov: bool = param(False, "SGD Nesterov momentum")
     weight_decay: float = param(5e-4, "the guide's w_decay (L2 on kernels for SGD; decoupled for AdamW)")
-    train_crop: bool = param(False, "random resize to [112, 128] + random 112 crop")
-    flip: bool = param(True, "random horizontal flip")
-    color_jitter: float = param(0.0, "brightness/contrast/saturation jitter strength (0-1)")
-    random_erasing: float = param(0.0, "probability of erasing a random box")
-    low_res: float = param(0.0, "probability of low-resolution augmentation (AdaFace)")
+    augmentation: dict = param({}, "training augmentation, checked by data.input_pipeline.Augmentation: "
+                                   "train_crop, flip (default true), color_jitter, random_erasing, low_res")
     shuffle_buffer: int = param(8192, "records in the shuffle buffer")
     val_sets: list = param([], "pair sets validated during training: .bin files or folders with pairs.txt")
     val_flip: bool = param(True, "flip test-time augmentation in validation")
@@ -62,7 +57,11 @@ class TrainConfig(StageConfig):
     tensorboard: bool = param(True, "write TensorBoard scalars to output/tensorboard")
 
     def validate(self, where=""):
+        from ..models.build import check_head_params
+
         parse_plan(self.plan, f"{where}plan")
+        check_head_params(self.head, self.head_params, f"{where}head_params")
+        Augmentation.from_dict(self.augmentation, source=f"{where}augmentation")
         if self.batch_size < 1:
             raise ConfigError(f"{where}batch_size: must be >= 1")
         if self.cpu_replicas > 1 and self.jit_compile:
@@ -71,3 +70,6 @@ class TrainConfig(StageConfig):
         for k in ("dataset", "output"):
             if not getattr(self, k):
                 raise ConfigError(f"{where}{k}: required")
+
+    def augment(self) -> Augmentation:
+        return Augmentation.from_dict(self.augmentation, source="augmentation")

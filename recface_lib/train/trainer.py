@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, FormatError, RecfaceError
 from ..io_utils import atomic_write_json
+from ..manifest import write_manifest
 from ..progress import progress
 from .config import TrainConfig
 from .plan import PlanSchedule, parse_plan, plan_lr_schedule
@@ -21,15 +22,24 @@ class TrainingError(RecfaceError):
     """Training could not go on (e.g. the loss became NaN); the last good checkpoint is kept."""
 
 
+def model_contract(cfg: TrainConfig, meta: dict) -> dict | None:
+    """The data's preprocessing contract (from metadata.json) plus what the model adds: its input
+    size and normalisation. None when the data has none (such a model cannot be exported)."""
+    data = meta.get("preprocessing")
+    if data is None:
+        return None
+    return {**data, "input_size": cfg.input_size, "normalization": cfg.normalization}
+
+
 def model_spec(cfg: TrainConfig, meta: dict) -> dict:
     """What export and evaluation need to rebuild the embedding model (``model.json``)."""
     from ..models.build import head_name
 
     return {"backbone": cfg.backbone, "input_size": cfg.input_size, "embd_shape": cfg.embd_shape,
             "dropout": cfg.dropout, "normalization": cfg.normalization, "color_order": "RGB",
-            "head": head_name(cfg.head), "num_classes": int(meta["num_classes"]),
+            "head": head_name(cfg.head), "head_params": cfg.head_params, "num_classes": int(meta["num_classes"]),
             "class_names": meta.get("class_names"), "dataset": str(cfg.dataset),
-            "alignment": meta.get("parameters", {}).get("alignment") or meta.get("alignment")}
+            "preprocessing": model_contract(cfg, meta)}
 
 
 class TrainRun:
@@ -52,7 +62,6 @@ class TrainRun:
 
     # -- set-up -------------------------------------------------------------------------------
     def build(self):
-        import recface_lib  # noqa: F401  (import guard before TF)
         import keras
         import tensorflow as tf
 
@@ -66,17 +75,10 @@ class TrainRun:
         keras.utils.set_random_seed(cfg.seed)
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()
-        extra = {}
         name = head_name(cfg.head)
-        if name == "ArcFace":
-            extra["easy_margin"] = cfg.easy_margin
-        elif name == "Combined":
-            extra.update(margin1=cfg.margin1, margin3=cfg.margin3)
-        elif name == "AdaFace":
-            extra["h"] = cfg.adaface_h
         with self.strategy.scope():
             self.backbone = build_backbone(cfg.backbone, cfg.input_size, cfg.embd_shape, cfg.dropout)
-            self.head = build_head(name, int(self.meta["num_classes"]), cfg.scale, cfg.margin, **extra)
+            self.head = build_head(name, int(self.meta["num_classes"]), cfg.scale, cfg.margin, **cfg.head_params)
             self.model = build_train_model(self.backbone, self.head)
             self.optimizer = make_optimizer(cfg.optimizer, plan_lr_schedule(self.plan), cfg.weight_decay,
                                             cfg.momentum, cfg.nesterov)
@@ -91,7 +93,7 @@ class TrainRun:
             self.try_resume()
         for v in cfg.val_sets:
             from .callbacks import PairSetValidator
-            self.validators.append(PairSetValidator(v, cfg.input_size, cfg.val_flip, cfg.val_batch_size))
+            self.validators.append(PairSetValidator(v, cfg.input_size, cfg.val_flip))
         return self
 
     def load_pretrained(self, src: str):
@@ -108,8 +110,10 @@ class TrainRun:
 
     def fingerprint(self) -> dict:
         """What a checkpoint must share with this run to be resumed."""
+        from ..models.build import head_name
+
         c = self.cfg
-        return {"backbone": c.backbone, "head": c.head, "input_size": c.input_size, "embd_shape": c.embd_shape,
+        return {"backbone": c.backbone, "head": head_name(c.head), "input_size": c.input_size, "embd_shape": c.embd_shape,
                 "num_classes": int(self.meta["num_classes"]), "num_samples": int(self.meta["num_samples"]),
                 "shards": [[s["name"], s["bytes"]] for s in self.meta["shards"]]}
 
@@ -145,9 +149,12 @@ class TrainRun:
         save_checkpoint(self.out / "checkpoints", self.model, self.model.optimizer, self.state(step, si, seg),
                         self.cfg.keep_checkpoints, (Path(self.cfg.copy_to) if self.cfg.copy_to else None))
 
-    def embed_fn(self):
-        from ..models.embedder import KerasEmbedder
-        return KerasEmbedder(self.backbone, self.cfg.input_size, self.cfg.normalization)
+    def embedder(self):
+        """The live backbone behind the one embedder interface (validation images are pre-aligned)."""
+        from ..embedders.model import KerasBackend, ModelEmbedder
+
+        return ModelEmbedder(model_spec(self.cfg, self.meta), KerasBackend(model=self.backbone), name="validation",
+                             batch_size=self.cfg.val_batch_size, align_unaligned=False)
 
     def end_segment(self, step, si, seg, logs):
         from .callbacks import save_backbone, write_history_csv
@@ -157,7 +164,7 @@ class TrainRun:
                "lr": self.plan.lr_at(max(step - 1, 0)), "loss": float(logs.get("loss", math.nan)),
                "accuracy": float(logs.get("accuracy", math.nan)), "time_s": round(time.time() - self.t0, 1)}
         for v in self.validators:
-            res = v(self.embed_fn())
+            res = v(self.embedder())
             row[f"val_{v.name}"] = res.accuracy
             row[f"val_{v.name}_std"] = res.accuracy_std
             if st.val_save and res.accuracy > self.best.get(v.name, {}).get("accuracy", -1):
@@ -185,8 +192,7 @@ class TrainRun:
 
         c = self.cfg
         ds = make_dataset(c.dataset, c.batch_size, training=True, image_size=c.input_size,
-                          normalization=c.normalization, train_crop=c.train_crop, flip=c.flip,
-                          color_jitter=c.color_jitter, random_erasing=c.random_erasing, low_res=c.low_res,
+                          normalization=c.normalization, augment=c.augment(),
                           shuffle_buffer=c.shuffle_buffer, deterministic=c.deterministic, seed=c.seed,
                           start=start_step * c.batch_size)
         return ds.map(lambda x, y: ((x, y), y))
@@ -225,7 +231,7 @@ class TrainRun:
 
     # -- results ------------------------------------------------------------------------------
     def finish(self) -> dict:
-        from ..evaluate.plots import plot_training_curves
+        from ..plots import plot_training_curves
         from .callbacks import save_backbone, write_history_csv
 
         final = save_backbone(self.backbone, self.out / "final" / "backbone.weights.h5")
@@ -243,8 +249,8 @@ class TrainRun:
                    "curves": str(self.out / "curves.png") if self.history else None,
                    "num_classes": spec["num_classes"], "replicas": self.strategy.num_replicas_in_sync,
                    "precision": self.cfg.precision, "jit_compile": self.cfg.jit_compile}
-        atomic_write_json(self.out / "manifest.json", {"stage": "train", "parameters": self.cfg.to_dict(),
-                                                        "summary": summary, "dataset_metadata": self.cfg.dataset})
+        write_manifest(self.out, "train", self.cfg.to_dict(), {"dataset": Path(self.cfg.dataset) / "metadata.json"},
+                       {"global_step": self.global_step}, spec["preprocessing"], summary=summary)
         return summary
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..align.detectors import Detection, DlibHOG, DlibLandmarks, DlibMMOD, models_dir, select_face
+from .base import Embedder
 
 
-class DlibResNetEmbedder:
+class DlibResNetEmbedder(Embedder):
     name = "dlib_resnet"
     dim = 128
 
@@ -58,22 +59,8 @@ class DlibResNetEmbedder:
         return np.asarray(self.facerec.compute_face_descriptor([np.ascontiguousarray(c) for c in chips],
                                                                self.num_jitters), dtype=np.float64)
 
-    def __call__(self, images: list[np.ndarray]) -> np.ndarray:
-        return self.embed_chips([self.chip(im)[0] for im in images])
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, str]:
+        return self.chip(image)
 
-    def embed_with_flip(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, dict]:
-        """(embeddings, embeddings of the mirrored chips, detection stats of this call)."""
-        chips, stats = [], {}
-        for im in images:
-            c, how = self.chip(im)
-            chips.append(c)
-            stats[how] = stats.get(how, 0) + 1
-        e = self.embed_chips(chips)
-        ef = self.embed_chips([np.ascontiguousarray(c[:, ::-1]) for c in chips])
-        return e, ef, stats
-
-    def embed_items(self, items: list) -> tuple[np.ndarray, np.ndarray, dict]:
-        """Worker entry point (parallel_map): image paths or encoded bytes, decoded here."""
-        from ..io_utils import load_item
-
-        return self.embed_with_flip([load_item(x) for x in items])
+    def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
+        return self.embed_chips(crops)

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -22,6 +22,12 @@ import numpy as np
 def l2_normalize(x: np.ndarray, eps: float = 1e-10) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def flip_sum(e: np.ndarray, e_flip: np.ndarray) -> np.ndarray:
+    """Flip test-time augmentation, the one definition: the normalised sum of the image's and the
+    mirrored image's normalised embeddings."""
+    return l2_normalize(l2_normalize(e) + l2_normalize(e_flip))
 
 
 def fold_indices(n: int, n_folds: int = 10) -> list[np.ndarray]:
@@ -89,10 +95,11 @@ class VerificationResult:
     mean_angle_diff: float
     roc_fpr: list[float] = field(repr=False, default_factory=list)
     roc_tpr: list[float] = field(repr=False, default_factory=list)
+    similarities: list[float] = field(repr=False, default_factory=list)  # cosine of each pair
 
     def summary(self) -> dict:
         d = asdict(self)
-        d.pop("roc_fpr"), d.pop("roc_tpr")
+        d.pop("roc_fpr"), d.pop("roc_tpr"), d.pop("similarities")
         return d
 
     def __str__(self) -> str:
@@ -164,30 +171,4 @@ def evaluate_embeddings(emb1: np.ndarray, emb2: np.ndarray, issame: Sequence[boo
         fold_accuracies=[float(a) for a in fold_acc], val_far=val_far, auc=auc, num_pairs=int(len(same)),
         metric=metric, fold_scheme=scheme, mean_angle_same=float(ang[same].mean()) if same.any() else float("nan"),
         mean_angle_diff=float(ang[~same].mean()) if (~same).any() else float("nan"),
-        roc_fpr=fpr.tolist(), roc_tpr=tpr.tolist())
-
-
-EmbedFn = Callable[[list[np.ndarray]], np.ndarray]
-
-
-def embed_images(images: Sequence[np.ndarray], embed_fn: EmbedFn, batch_size: int = 64, flip: bool = False,
-                 desc: str = "embed", show_progress: bool = True) -> np.ndarray:
-    """Embed images in batches; with ``flip`` each embedding is the sum with the mirrored image's
-    (then normalised by the metric). ``embed_fn`` takes a list of RGB images, returns (B, D)."""
-    from ..progress import progress
-
-    out = []
-    for s in progress(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not show_progress):
-        batch = list(images[s:s + batch_size])
-        e = np.asarray(embed_fn(batch), dtype=np.float64)
-        if flip:
-            e = l2_normalize(e) + l2_normalize(np.asarray(embed_fn([np.ascontiguousarray(im[:, ::-1]) for im in batch]), dtype=np.float64))
-        out.append(e)
-    return np.concatenate(out) if out else np.zeros((0, 0))
-
-
-def evaluate_pairs(images: Sequence[np.ndarray], issame: Sequence[bool], embed_fn: EmbedFn, flip: bool = False,
-                   batch_size: int = 64, metric: str = "cosine", show_progress: bool = True) -> VerificationResult:
-    """Images ordered as in a ``.bin`` (pair i = images 2i, 2i+1)."""
-    emb = embed_images(images, embed_fn, batch_size, flip, show_progress=show_progress)
-    return evaluate_embeddings(emb[0::2], emb[1::2], issame, metric=metric)
+        roc_fpr=fpr.tolist(), roc_tpr=tpr.tolist(), similarities=cos.tolist())

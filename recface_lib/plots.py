@@ -20,7 +20,7 @@ def _plt():
 
 
 def _save(fig, path) -> Path:
-    from ..io_utils import atomic_path
+    from .io_utils import atomic_path
 
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
@@ -99,7 +99,7 @@ def plot_face_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = 
     """Save :func:`face_grid` as PNG (atomically) and return it; show it with ``plt.imshow``."""
     grid = face_grid(images, titles, cols, title=title)
     if path:
-        from ..io_utils import atomic_write_bytes, encode_image
+        from .io_utils import atomic_write_bytes, encode_image
 
         atomic_write_bytes(path, encode_image(grid, ".png"))
     return grid

@@ -1,0 +1,46 @@
+"""The embedder interface."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..io_utils import load_item
+from ..protocol.verification import flip_sum, l2_normalize
+
+
+class Embedder:
+    """Subclasses give ``prepare(image) -> (face crop, how it was found)`` and
+    ``embed_crops(crops) -> (N, D)``; the rest is shared."""
+
+    name = "embedder"
+    dim = 0
+
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, str]:
+        raise NotImplementedError
+
+    def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def embed_crops_with_flip(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised embeddings of the crops and of their mirror images."""
+        if not crops:
+            z = np.zeros((0, self.dim))
+            return z, z
+        e = l2_normalize(self.embed_crops(crops))
+        ef = l2_normalize(self.embed_crops([np.ascontiguousarray(c[:, ::-1]) for c in crops]))
+        return e, ef
+
+    def embed_items(self, items: list) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Paths, encoded bytes or RGB arrays -> (embeddings, mirrored embeddings, {how: count});
+        also the worker entry point of ``embed_parallel``."""
+        crops, stats = [], {}
+        for it in items:
+            c, how = self.prepare(load_item(it))
+            crops.append(c)
+            stats[how] = stats.get(how, 0) + 1
+        e, ef = self.embed_crops_with_flip(crops)
+        return e, ef, stats
+
+    def embed(self, images: list, flip: bool = False) -> np.ndarray:
+        """L2-normalised embeddings (with ``flip``: the flip TTA of ``flip_sum``)."""
+        e, ef, _ = self.embed_items(list(images))
+        return flip_sum(e, ef) if flip else e
