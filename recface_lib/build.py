@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import StageConfig, param
 from .data.image_folder import ImageFolder, scan_folder
+from .data.recordio import rec_as_folder
 from .data.tfrecord import ShardWriter, example_bytes
 from .errors import ConfigError, FormatError
 from .io_utils import atomic_path, atomic_write_bytes, atomic_write_json, image_kind
@@ -50,25 +51,6 @@ class BuildConfig(StageConfig):
             raise ConfigError(f"{where}test_split and test_samples: give one of them")
         if self.assume_aligned and self.contract_file:
             raise ConfigError(f"{where}assume_aligned and contract_file: give one of them")
-
-
-def rec_folder(rec_path: Path) -> ImageFolder:
-    """An InsightFace ``.rec/.idx`` as an ImageFolder: class ``c`` -> items ``<key>.rec`` naming
-    its records (from the identity ranges of record 0, else from each record's label)."""
-    from .data.recordio import RecordIOReader, label_of
-
-    with RecordIOReader(rec_path) as r:
-        if r.index is None:
-            raise FormatError(f"{rec_path}: building from a .rec needs its .idx beside it")
-        ranges = r.identity_ranges()
-        files: dict[str, list[Path]] = {}
-        if ranges is not None:
-            for c, (a, b) in sorted(ranges.items()):
-                files[f"{c:06d}"] = [Path(f"{k}.rec") for k in range(a, b)]
-        else:
-            for k in r.keys():
-                files.setdefault(f"{label_of(r.read_image(k)[0]):06d}", []).append(Path(f"{k}.rec"))
-    return ImageFolder(rec_path, sorted(files), files)
 
 
 class ShardBuilder:
@@ -169,7 +151,7 @@ def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
     contract = preprocessing_contract(cfg, inp, from_rec)
     if from_rec and not cfg.binary_img:
         raise ConfigError(f"build: {inp}: records of a .rec have no path of their own; use binary_img: true")
-    source = rec_folder(inp) if from_rec else scan_folder(inp)
+    source = rec_as_folder(inp) if from_rec else scan_folder(inp)
     reader = ShardBuilder(True, str(inp) if from_rec else None)
     folder = source.select(cfg.min_images, cfg.num_samples, cfg.num_classes, cfg.random_classes, cfg.seed)
     if not folder.classes:

@@ -143,14 +143,18 @@ def _bin_info(a):
 
 
 def _p_scan(p):
-    p.add_argument("root", help="identity folder root/<identity>/<images>")
+    p.add_argument("root", help="identity folder root/<identity>/<images>, or a .rec (+ .idx)")
     p.add_argument("--min-images", type=int, default=0)
 
 
 @tool("scan", "count identities and images of an identity folder", _p_scan)
 def _scan(a):
+    from pathlib import Path
+
     from .data.image_folder import scan_folder
-    f = scan_folder(a.root).select(min_images=a.min_images)
+    from .data.recordio import rec_as_folder
+    src = rec_as_folder(a.root) if Path(a.root).suffix == ".rec" else scan_folder(a.root)
+    f = src.select(min_images=a.min_images)
     counts = sorted(f.counts.values())
     return {"root": a.root, "classes": len(f.classes), "images": f.num_images,
             "min_per_class": counts[0] if counts else 0, "max_per_class": counts[-1] if counts else 0}

@@ -126,12 +126,12 @@ def run_pipeline(scenario: str = "demo", start: str | None = None, stop: str | N
 
 
 KEY_FIGURES = {
-    "convert": ("pairs", "images", "positives", "out"),
+    "convert": ("pairs", "images", "positives", "output"),
     "align": ("items", "counts", "aligned_grid"),
     "build": ("num_samples", "num_classes", "shards"),
     "train": ("global_step", "loss", "accuracy", "validation", "best", "curves"),
     "evaluate": ("table", "plots"),
-    "classify": ("embedder", "closed_set_accuracy", "others_false_accept_rate", "wrong_person_accepts", "threshold",
+    "classify": ("embedder", "classifier", "closed_set_accuracy", "others_false_accept_rate", "wrong_person_accepts", "threshold",
                  "confusion"),
     "export": ("bundle", "checks", "identified"),
 }

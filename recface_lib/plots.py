@@ -28,15 +28,10 @@ def _save(fig, path) -> Path:
     return path
 
 
-def plot_roc(results: Mapping[str, "object"], path=None, title: str = "ROC"):
-    """ROC curves (log FAR axis) of several VerificationResults on one figure."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name, r in results.items():
-        fpr, tpr = np.asarray(r.roc_fpr), np.asarray(r.roc_tpr)
-        ax.plot(np.maximum(fpr, 1e-5), tpr, label=f"{name}: {100 * r.accuracy:.2f}%, AUC {r.auc:.4f}")
+def _far_axes(fig, ax, far_min: float, title: str, path):
+    """The TAR-vs-FAR look shared by ROC figures: log FAR axis from ``far_min``, grid, legend."""
     ax.set_xscale("log")
-    ax.set_xlim(1e-4, 1)
+    ax.set_xlim(far_min, 1)
     ax.set_xlabel("false accept rate")
     ax.set_ylabel("true accept rate")
     ax.set_title(title)
@@ -45,6 +40,25 @@ def plot_roc(results: Mapping[str, "object"], path=None, title: str = "ROC"):
     if path:
         _save(fig, path)
     return fig
+
+
+def plot_roc(results: Mapping[str, "object"], path=None, title: str = "ROC"):
+    """ROC curves (log FAR axis) of several VerificationResults on one figure."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, r in results.items():
+        fpr, tpr = np.asarray(r.roc_fpr), np.asarray(r.roc_tpr)
+        ax.plot(np.maximum(fpr, 1e-5), tpr, label=f"{name}: {100 * r.accuracy:.2f}%, AUC {r.auc:.4f}")
+    return _far_axes(fig, ax, 1e-4, title, path)
+
+
+def plot_tar_far(curves: Mapping[str, tuple], path=None, title: str = "TAR vs FAR"):
+    """IJB-style verification curves: TAR against FAR (log axis, 1e-6 .. 1), one line per model."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, (fpr, tpr) in curves.items():
+        ax.plot(np.maximum(np.asarray(fpr), 1e-7), tpr, label=name)
+    return _far_axes(fig, ax, 1e-6, title, path)
 
 
 def plot_similarity_hist(cos_sim: np.ndarray, issame: Sequence[bool], threshold: float | None = None, path=None,

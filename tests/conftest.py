@@ -53,3 +53,23 @@ def last_json(proc: subprocess.CompletedProcess) -> dict:
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert lines, f"no output; stderr:\n{proc.stderr}"
     return json.loads(lines[-1])
+
+
+@pytest.fixture(scope="session")
+def trained(friends_dir, tmp_path_factory):
+    """One tiny model for the export, inference and IJB tests: friends16 aligned with MTCNN at 64 px,
+    built, trained briefly (deterministic), a classifier fitted with it, exported."""
+    root = tmp_path_factory.mktemp("export")
+    run_cli("align", "--input", str(friends_dir / "train"), "--output", str(root / "aligned"), "--size", "64", "--json")
+    run_cli("build", "--input", str(root / "aligned"), "--output", str(root / "ds"), "--shards", "2", "--json")
+    run_cli("train", "--dataset", str(root / "ds"), "--output", str(root / "run"), "--set", "input_size=64",
+            "--set", "batch_size=32", "--set", "steps_per_epoch=10", "--set", "plan=[[6, 0.1], [2, 0.01]]",
+            "--set", "scale=32", "--set", "margin=0.3", "--set", "embd_shape=128", "--set", "tensorboard=false",
+            "--set", "deterministic=true", "--json")
+    clf = last_json(run_cli("classify", "--known", str(friends_dir), "--embedder", str(root / "run"),
+                            "--output", str(root / "clf"), "--no-compare", "--json"))
+    bundle = root / "friends.zip"
+    exp = last_json(run_cli("export", "--run", str(root / "run"), "--output", str(bundle), "--check-images",
+                            str(root / "aligned" / "Andre_Agassi"), "--classifier", str(root / "clf" / "classifier"),
+                            "--json"))
+    return {"root": root, "bundle": bundle, "export": exp, "classify": clf}

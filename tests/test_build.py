@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, last_json, run_cli
 from recface_lib.build import BuildConfig, build, make_pairs
 from recface_lib.data.image_folder import scan_folder
 from recface_lib.data.tfrecord import check_shards, load_metadata, parse_example, read_records, scan_shard
@@ -160,5 +160,62 @@ def test_build_straight_from_rec(lfw_dir, tmp_path):
     assert len(test_imgs) == 15 and {p.read_bytes() for p in test_imgs} == {b for imgs in by_class for b in imgs[-3:]}
     assert rep["test_positives"] == 15 and rep["test_negatives"] == 15
     (tmp_path / "train.idx").unlink()
-    with pytest.raises(FormatError, match="train.rec: building from a .rec needs its .idx"):
+    with pytest.raises(FormatError, match="train.rec: reading a .rec by identity needs its .idx"):
         build(BuildConfig.from_dict({"input": str(rec), "output": str(tmp_path / "out2")}), show_progress=False)
+
+
+def _write_im2rec(prefix, items, seed=0):
+    """A .rec/.idx/.lst as mxnet's tools/im2rec.py writes them: the .lst lists
+    ``index<TAB>label<TAB>path`` (shuffled, indices from the original enumeration), and every record
+    is ``IRHeader(flag=0, label=float(label), id=index, id2=0)`` + the image bytes in .lst order, with
+    no InsightFace header or identity records."""
+    import random
+
+    from recface_lib.data.recordio import IRHeader, RecordIOWriter
+
+    lst = [(i, float(label), path) for i, (label, path) in enumerate(items)]
+    random.Random(seed).shuffle(lst)
+    (prefix.with_suffix(".lst")).write_text("".join(f"{i}\t{lab:f}\t{p}\n" for i, lab, p in lst))
+    with RecordIOWriter(prefix.with_suffix(".rec"), prefix.with_suffix(".idx")) as w:
+        for i, lab, p in lst:
+            w.write_image(i, IRHeader(0, lab, i, 0), (prefix.parent / p).read_bytes())
+    return prefix.with_suffix(".rec")
+
+
+def test_im2rec_rec_converts_builds_and_scans(lfw_dir, tmp_path):
+    """mxnet im2rec's layout (no identity header; labels in the record headers; a .lst) through
+    rec2jpg, build and scan, labels matching the .lst."""
+    import os
+    from collections import Counter
+
+    from recface_lib.data.recordio import read_lst
+
+    folder = scan_folder(lfw_dir / "lfw-deepfunneled").select(min_images=20, num_classes=4)
+    root = tmp_path / "imgs"
+    items = []
+    for label, c in enumerate(folder.classes):
+        (root / c).mkdir(parents=True)
+        for p in folder.files[c][:8]:
+            os.symlink(p, root / c / p.name)
+            items.append((label, f"imgs/{c}/{p.name}"))
+    rec = _write_im2rec(tmp_path / "data", items)
+    lst = read_lst(tmp_path / "data.lst")
+    want = Counter(int(lab) for lab, _ in lst.values())
+    label_of_bytes = {(tmp_path / p).read_bytes(): int(lab) for lab, p in lst.values()}
+
+    conv = last_json(run_cli("rec2jpg", "--rec", str(rec), "--output", str(tmp_path / "jpg"), "--json"))
+    assert conv["classes"] == 4 and conv["images_written"] == 32
+    for d in (tmp_path / "jpg").iterdir():
+        if d.is_dir():
+            assert {label_of_bytes[f.read_bytes()] for f in d.iterdir()} == {int(d.name)}
+
+    b = last_json(run_cli("build", "--input", str(rec), "--output", str(tmp_path / "ds"), "--shards", "2",
+                          "--assume-aligned", "112", "--json"))
+    assert b["num_samples"] == 32 and b["num_classes"] == 4
+    meta = load_metadata(tmp_path / "ds")
+    assert meta["class_counts"] == {f"{lab:06d}": n for lab, n in want.items()}
+    got = [parse_example(r) for s in meta["shards"] for r in read_records(tmp_path / "ds" / s["name"])]
+    assert all(label_of_bytes[g["image"]] == int(meta["class_names"][g["label"][0]]) for g in got)
+
+    s = last_json(run_cli("scan", str(rec), "--json"))
+    assert (s["classes"], s["images"], s["min_per_class"], s["max_per_class"]) == (4, 32, 8, 8)

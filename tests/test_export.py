@@ -14,24 +14,6 @@ import pytest
 from conftest import last_json, run_cli
 
 
-@pytest.fixture(scope="module")
-def trained(friends_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    run_cli("align", "--input", str(friends_dir / "train"), "--output", str(root / "aligned"), "--size", "64", "--json")
-    run_cli("build", "--input", str(root / "aligned"), "--output", str(root / "ds"), "--shards", "2", "--json")
-    run_cli("train", "--dataset", str(root / "ds"), "--output", str(root / "run"), "--set", "input_size=64",
-            "--set", "batch_size=32", "--set", "steps_per_epoch=10", "--set", "plan=[[6, 0.1], [2, 0.01]]",
-            "--set", "scale=32", "--set", "margin=0.3", "--set", "embd_shape=128", "--set", "tensorboard=false",
-            "--set", "deterministic=true", "--json")
-    clf = last_json(run_cli("classify", "--known", str(friends_dir), "--embedder", str(root / "run"),
-                            "--output", str(root / "clf"), "--no-compare", "--json"))
-    bundle = root / "friends.zip"
-    exp = last_json(run_cli("export", "--run", str(root / "run"), "--output", str(bundle), "--check-images",
-                            str(root / "aligned" / "Andre_Agassi"), "--classifier", str(root / "clf" / "classifier"),
-                            "--json"))
-    return {"root": root, "bundle": bundle, "export": exp, "classify": clf}
-
-
 def test_bundle_contents_and_format_checks(trained):
     exp = trained["export"]
     assert set(exp["checks"]) == {"keras", "saved_model", "onnx", "tflite"}
@@ -49,7 +31,7 @@ def test_bundle_contents_and_format_checks(trained):
     assert c["template"][0] == pytest.approx([38.2946 * 64 / 112, 51.6963 * 64 / 112], abs=1e-3)
     assert meta["embd_shape"] == 128 and meta["backbone"] == "MobileFaceNetV2"
     assert meta["formats"]["onnx"]["checked_min_cosine"] >= 0.9999
-    assert len(meta["classifier"]["names"]) == 16 and meta["classifier"]["kind"] == "svc_lin"
+    assert len(meta["classifier"]["names"]) == 16 and meta["classifier"]["kind"] == trained["classify"]["classifier"]
 
 
 def test_onnx_only_fresh_process_matches_keras(trained, tmp_path):
@@ -182,4 +164,25 @@ def test_evaluate_table_run_vs_bundle(trained, friends_dir, tmp_path):
         assert by[("run", fl)] == pytest.approx(by[("friends.zip", fl)], abs=1e-9)
     assert all(0.5 <= r["accuracy"] <= 1.0 for r in rows)
     assert (out / "roc_test.png").stat().st_size > 10000
-    assert (out / "results.md").read_text().count("| test |") == 4
+    assert (out / "results.md").read_text().split("## Every figure")[1].count("| test |") == 4
+
+    # a folder of sets (insightface's faces_emore/ layout: .bin files and bcolz sets) is one table,
+    # one row per model, one column per set
+    import shutil
+
+    from recface_lib.data.verification_bin import read_bin, write_carray
+    from recface_lib.io_utils import decode_image
+    sets = tmp_path / "faces_emore"
+    sets.mkdir()
+    shutil.copy(ps / "test.bin", sets / "lfw.bin")
+    shutil.copy(ps / "test.bin", sets / "agedb_30.bin")
+    pb = read_bin(ps / "test.bin")
+    write_carray(sets, "cfp_fp", np.stack([decode_image(b) for b in pb.images]), pb.issame)
+    res = last_json(run_cli("evaluate", "--models", str(trained["root"] / "run"), "--pair-sets", str(sets),
+                            "--flip", "yes", "--output", str(tmp_path / "eval2"), "--json"))
+    assert [r["pair_set"] for r in res["rows"]] == ["agedb_30", "cfp_fp", "lfw"]
+    accs = {r["pair_set"]: r["accuracy"] for r in res["rows"]}
+    assert accs["agedb_30"] == accs["lfw"]
+    assert accs["cfp_fp"] == pytest.approx(accs["lfw"], abs=0.05)  # lossy JPEG -> float carray -> same faces
+    paper = (tmp_path / "eval2" / "results.md").read_text().split("## Every figure")[0]
+    assert "| model | agedb_30 | cfp_fp | lfw |" in paper and paper.count("| run +flip |") == 1

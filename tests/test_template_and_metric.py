@@ -85,49 +85,128 @@ def test_metric_hand_computed_small_case():
     assert r.mean_angle_same == pytest.approx(np.degrees(np.arccos(cos[same])).mean(), abs=1e-6)
 
 
-def _reference_insightface(dist, same, nfolds=10):
-    """A direct, loop-based transcription of insightface's calculate_roc/calculate_val (KFold
-    unshuffled, threshold grid 0:4:0.01, VAL via scipy interp1d) used as an independent check."""
-    from scipy import interpolate
+def _old_scipy_slinear(x, y, xq):
+    """``interpolate.interp1d(x, y, kind='slinear')(xq)`` as scipy < 1.9 computed it (duplicate x
+    allowed): stable mergesort by x, then ``make_interp_spline(x, y, k=1)``, whose k=1 case was the
+    B-spline with knots ``r_[x[0], x, x[-1]]`` and coefficients y; evaluated here by scipy's own
+    BSpline (bounds_error: out of range raises, as interp1d did)."""
+    from scipy.interpolate import BSpline
+
+    ind = np.argsort(x, kind="mergesort")
+    x, y = np.asarray(x)[ind], np.asarray(y)[ind]
+    if not x[0] <= xq <= x[-1]:
+        raise ValueError("A value in x_new is outside the interpolation range.")
+    return float(BSpline(np.r_[x[0], x, x[-1]], y, 1, extrapolate=False)(xq))
+
+
+def _reference_insightface(dist, same, nfolds=10, far_target=1e-3):
+    """A loop-by-loop transcription of insightface's eval/verification.py calculate_roc and
+    calculate_val / calculate_val_far (sklearn KFold unshuffled, threshold grids 0:4:0.01 and
+    0:4:0.001), with interp1d as the scipy of its time computed it. Returns (accuracy mean, std,
+    TAR mean, TAR std, FAR mean)."""
     from sklearn.model_selection import KFold
 
-    thr = np.arange(0, 4, 0.01)
-    acc = []
-    for tr, te in KFold(n_splits=nfolds, shuffle=False).split(np.arange(len(dist))):
-        a_tr = [np.mean((dist[tr] < t) == same[tr]) for t in thr]
-        best = int(np.argmax(a_tr))
-        acc.append(np.mean((dist[te] < thr[best]) == same[te]))
-    vals = []
-    thr_v = np.arange(0, 4, 0.001)
-    for tr, te in KFold(n_splits=nfolds, shuffle=False).split(np.arange(len(dist))):
-        far_tr = np.array([np.sum((dist[tr] < t) & ~same[tr]) / np.sum(~same[tr]) for t in thr_v])
-        if far_tr.max() >= 1e-3:
-            # current scipy rejects the duplicate FAR values that old scipy accepted. Keep, for each
-            # FAR, its largest threshold (keeping the first, t=0 for FAR=0, would put the FAR=1e-3
-            # threshold near 0 and report a TAR of a few percent for any model).
-            x, last = np.unique(far_tr[::-1], return_index=True)
-            t = float(interpolate.interp1d(x, thr_v[::-1][last], kind="slinear")(1e-3))
+    def accuracy(threshold, d, s):
+        pred = np.less(d, threshold)
+        tp = np.sum(np.logical_and(pred, s))
+        tn = np.sum(np.logical_and(np.logical_not(pred), np.logical_not(s)))
+        return float(tp + tn) / d.size
+
+    def val_far(threshold, d, s):
+        pred = np.less(d, threshold)
+        ta = np.sum(np.logical_and(pred, s))
+        fa = np.sum(np.logical_and(pred, np.logical_not(s)))
+        return float(ta) / float(np.sum(s)), float(fa) / float(np.sum(np.logical_not(s)))
+
+    k_fold = KFold(n_splits=nfolds, shuffle=False)
+    indices = np.arange(len(dist))
+    thresholds = np.arange(0, 4, 0.01)
+    acc = np.zeros(nfolds)
+    for fold_idx, (train_set, test_set) in enumerate(k_fold.split(indices)):
+        acc_train = np.zeros(len(thresholds))
+        for threshold_idx, threshold in enumerate(thresholds):
+            acc_train[threshold_idx] = accuracy(threshold, dist[train_set], same[train_set])
+        best = np.argmax(acc_train)
+        acc[fold_idx] = accuracy(thresholds[best], dist[test_set], same[test_set])
+    thresholds = np.arange(0, 4, 0.001)
+    val, far = np.zeros(nfolds), np.zeros(nfolds)
+    for fold_idx, (train_set, test_set) in enumerate(k_fold.split(indices)):
+        far_train = np.zeros(len(thresholds))
+        for threshold_idx, threshold in enumerate(thresholds):
+            _, far_train[threshold_idx] = val_far(threshold, dist[train_set], same[train_set])
+        if np.max(far_train) >= far_target:
+            threshold = _old_scipy_slinear(far_train, thresholds, far_target)
         else:
-            t = 0.0
-        vals.append(np.sum((dist[te] < t) & same[te]) / np.sum(same[te]))
-    return np.mean(acc), np.std(acc), np.mean(vals)
+            threshold = 0.0
+        val[fold_idx], far[fold_idx] = val_far(threshold, dist[test_set], same[test_set])
+    return np.mean(acc), np.std(acc), np.mean(val), np.std(val), np.mean(far)
 
 
-def test_metric_matches_loop_reference():
-    rng = np.random.default_rng(7)
-    n = 1000
-    same = np.tile(np.r_[np.ones(50), np.zeros(50)], 10).astype(bool)
-    a = rng.normal(size=(n, 64))
-    b = np.where(same[:, None], a + rng.normal(size=(n, 64)) * 1.3, rng.normal(size=(n, 64)))
-    r = evaluate_embeddings(a, b, same, metric="euclidean")
-    an = a / np.linalg.norm(a, axis=1, keepdims=True)
-    bn = b / np.linalg.norm(b, axis=1, keepdims=True)
-    acc, std, val = _reference_insightface(((an - bn) ** 2).sum(1), same)
-    assert r.fold_scheme == "insightface"
-    assert r.accuracy == pytest.approx(acc, abs=1e-12) and r.accuracy_std == pytest.approx(std, abs=1e-12)
-    assert r.val_far["1e-03"]["tar"] == pytest.approx(val, abs=1e-9)
+def _reference_sets():
+    """Varied embedding sets (>= 10): easy, hard, random labels, float32, shuffled pair order,
+    ties (quantised embeddings), odd sizes, imbalanced classes, an AgeDB-like 6,000-pair set."""
+    rng = np.random.default_rng(2026)
+    sets = []
+
+    def make(n, noise, dim=64, block=(50, 50), dtype=np.float64, shuffle=False, quant=None, labels=None):
+        same = labels if labels is not None else np.resize(np.r_[np.ones(block[0]), np.zeros(block[1])], n).astype(bool)
+        if shuffle:
+            same = rng.permutation(same)
+        a = rng.normal(size=(n, dim))
+        b = np.where(same[:, None], a + rng.normal(size=(n, dim)) * noise, rng.normal(size=(n, dim)))
+        if quant:  # on the unit sphere, so no vector rounds to zero (a max component >= 1/sqrt(dim))
+            a = np.round(a / np.linalg.norm(a, axis=1, keepdims=True) * quant) / quant
+            b = np.round(b / np.linalg.norm(b, axis=1, keepdims=True) * quant) / quant
+        return a.astype(dtype), b.astype(dtype), same
+
+    sets.append(("moderate", *make(1000, 1.3)))
+    sets.append(("easy", *make(1000, 0.3)))
+    sets.append(("hard", *make(1000, 3.0)))
+    sets.append(("float32", *make(1200, 1.0, dtype=np.float32)))
+    sets.append(("shuffled order", *make(1000, 1.2, shuffle=True)))
+    sets.append(("ties", *make(1000, 1.0, dim=4, quant=4)))
+    sets.append(("odd size", *make(1003, 1.1, block=(37, 41))))
+    sets.append(("imbalanced", *make(1500, 1.0, block=(20, 80), shuffle=True)))
+    sets.append(("random label order", *make(800, 1.0, labels=rng.random(800) < 0.5)))
+    sets.append(("agedb-like", *make(6000, 1.6, dim=128, block=(300, 300))))
+    sets.append(("low dim", *make(2000, 0.8, dim=2)))
+    return sets
+
+
+@pytest.mark.parametrize("k", range(11))
+def test_metric_equals_insightface_transcription(k):
+    name, a, b, same = _reference_sets()[k]
+    an = a.astype(np.float64) / np.linalg.norm(a.astype(np.float64), axis=1, keepdims=True)
+    bn = b.astype(np.float64) / np.linalg.norm(b.astype(np.float64), axis=1, keepdims=True)
+    dist = ((an - bn) ** 2).sum(1)
+    r = evaluate_embeddings(a, b, same, metric="euclidean", far_targets=(1e-3, 1e-2))
+    assert r.fold_scheme == "insightface", name
+    for target in (1e-3, 1e-2):
+        acc, std, tar, tar_std, far = _reference_insightface(dist, same, far_target=target)
+        v = r.val_far[f"{target:.0e}"]
+        assert r.accuracy == pytest.approx(acc, abs=1e-12) and r.accuracy_std == pytest.approx(std, abs=1e-12), name
+        assert v["tar"] == pytest.approx(tar, abs=1e-9), (name, target)
+        assert v["tar_std"] == pytest.approx(tar_std, abs=1e-9), (name, target)
+        assert v["far"] == pytest.approx(far, abs=1e-9), (name, target)
     rc = evaluate_embeddings(a, b, same, metric="cosine")
     assert rc.accuracy == r.accuracy and rc.threshold == pytest.approx(1 - r.threshold / 2)
+
+
+def test_interpolation_rule_on_duplicates():
+    """The rule by hand: FAR values with duplicate thresholds interpolate from the largest threshold
+    of the lower FAR value to the smallest of the next (the old-scipy B-spline agrees)."""
+    from recface_lib.protocol.verification import _interp_threshold
+
+    far = np.array([0.0, 0.0, 0.0, 0.002, 0.002, 0.004])
+    thr = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    # 1e-3 lies halfway between FAR 0 (largest threshold 0.2) and FAR 0.002 (smallest threshold 0.3)
+    assert _interp_threshold(far, thr, 1e-3) == pytest.approx(0.25)
+    assert _interp_threshold(far, thr, 0.002) == pytest.approx(0.4)  # a FAR value itself: its largest
+    assert _interp_threshold(far, thr, 0.003) == pytest.approx(0.45)
+    assert _interp_threshold(far, thr, 0.004) == pytest.approx(0.5)
+    assert _interp_threshold(far, thr, 0.01) == 0.0  # never reached: insightface uses 0
+    for t in (1e-3, 0.002, 0.003, 0.004):
+        assert _interp_threshold(far, thr, t) == pytest.approx(_old_scipy_slinear(far, thr, t))
 
 
 def test_folds():

@@ -97,3 +97,117 @@ def test_bcolz_carray_roundtrip(tmp_path):
     with pytest.raises(FormatError, match="missing issame list"):
         (tmp_path / "tiny_list.npy").unlink()
         read_carray(tmp_path, "tiny")
+
+
+# -- .bin files as other tools wrote them -----------------------------------------------------------
+def _py2_pickle_protocol2(images: list[bytes], issame: list[bool]) -> bytes:
+    """What Python 2's cPickle.dump((list_of_str, list_of_bool), f, protocol=2) writes: str as
+    BINSTRING/SHORT_BINSTRING (Python 3's pickle never emits these for bytes), memo puts, bools
+    as NEWTRUE/NEWFALSE."""
+    import struct
+
+    memo = 1
+    out = [b"\x80\x02", b"]", b"q\x00", b"("]
+    for im in images:
+        out.append((b"U" + bytes([len(im)])) if len(im) < 256 else (b"T" + struct.pack("<I", len(im))))
+        out.append(im)
+        out.append(b"q" + bytes([memo]))
+        memo += 1
+    out += [b"e", b"]", b"q" + bytes([memo]), b"("]
+    out += [b"\x88" if s else b"\x89" for s in issame]
+    out += [b"e", b"\x86", b"q" + bytes([memo + 1]), b"."]
+    return b"".join(out)
+
+
+def _py2_pickle_protocol0(images: list[bytes], issame: list[bool]) -> bytes:
+    """Python 2's text protocol 0: S'...' string reprs, I01/I00 bools."""
+    out = [b"((lp0\n"]
+    for i, im in enumerate(images):
+        out.append(b"S" + repr(im)[1:].encode("ascii") + b"\n" + f"p{i + 1}\na".encode())
+    out.append(f"(lp{len(images) + 1}\n".encode())
+    out += [b"I01\na" if s else b"I00\na" for s in issame]
+    out.append(b"tp999\n.")
+    return b"".join(out)
+
+
+def test_bins_written_by_other_tools_read_the_same_images(tmp_path):
+    imgs, same = _imgs(8, seed=3, size=24), [True, False, True, False]
+    ref = read_bin(write_bin(tmp_path / "bytes.bin", imgs, same))
+    variants = {}
+    arrays = [np.frombuffer(b, np.uint8).reshape(-1, 1) for b in imgs]  # insightface's test data: (N, 1)
+    for proto in range(0, 6):
+        variants[f"numpy_N1_p{proto}"] = pickle.dumps((arrays, np.array(same)), protocol=proto)
+        variants[f"numpy_flat_p{proto}"] = pickle.dumps(([a.ravel() for a in arrays], [np.bool_(s) for s in same]),
+                                                        protocol=proto)
+        variants[f"bytearray_p{proto}"] = pickle.dumps(([bytearray(b) for b in imgs], same), protocol=proto)
+    # the module path numpy 1 wrote (numpy 2 reads both)
+    p2 = variants["numpy_N1_p2"]
+    other = (p2.replace(b"numpy._core.multiarray", b"numpy.core.multiarray") if b"numpy._core" in p2
+             else p2.replace(b"numpy.core.multiarray", b"numpy._core.multiarray"))
+    assert other != p2
+    variants["numpy_other_module_path"] = other
+    variants["python2_protocol2"] = _py2_pickle_protocol2(imgs, same)
+    variants["python2_protocol0"] = _py2_pickle_protocol0(imgs, same)
+    assert any(op.name == "BINSTRING" for op, _, _ in pickletools.genops(variants["python2_protocol2"])) or \
+        any(op.name == "SHORT_BINSTRING" for op, _, _ in pickletools.genops(variants["python2_protocol2"]))
+    for name, data in variants.items():
+        p = tmp_path / f"{name}.bin"
+        p.write_bytes(data)
+        # insightface's load_bin reads them like this
+        bins, issame = pickle.loads(data, encoding="bytes")
+        assert len(bins) == 8
+        ps = read_bin(p)
+        assert ps.images == ref.images and ps.issame == ref.issame, name
+
+
+class _Sentinel:
+    """Pickles to a call of ``fn(path)`` that would create ``path``."""
+
+    def __init__(self, fn, path):
+        self.fn, self.path = fn, path
+
+    def __reduce__(self):
+        return (self.fn, (str(self.path),))
+
+
+def test_numpy_based_attacks_are_refused_and_run_nothing(tmp_path):
+    import os
+
+    sentinel = tmp_path / "pwned"
+    attacks = {
+        # a numpy function that is not array reconstruction (writes a file when called)
+        "numpy_save": pickle.dumps(([_Sentinel(np.save, sentinel)], [True])),
+        "numpy_fromfile": pickle.dumps(([_Sentinel(np.fromfile, "/etc/hostname")], [True])),
+        # array reconstruction asked to build a subclass that opens a file
+        "memmap_subtype": pickle.dumps(([np.memmap(tmp_path / "mm", dtype=np.uint8, mode="w+", shape=(4,))], [True]),
+                                       protocol=2),
+        # an object array: its elements would be arbitrary objects
+        "object_array": pickle.dumps(([np.array([b"x", 1], dtype=object)], [True]), protocol=2),
+        # a plain os.system smuggled next to real numpy arrays
+        "system_beside_numpy": pickle.dumps(([np.zeros(3, np.uint8), _Sentinel(os.system, f"touch {sentinel}")],
+                                             [True])),
+    }
+    for name, data in attacks.items():
+        p = tmp_path / f"{name}.bin"
+        p.write_bytes(data)
+        with pytest.raises(UnsafePickleError, match=f"{name}.bin: refusing"):
+            read_bin(p)
+        assert not sentinel.exists(), name
+    proc = run_cli("bin-info", str(tmp_path / "numpy_save.bin"), "--json", check=False)
+    assert proc.returncode == 1 and "refusing to load global numpy.save" in last_json(proc)["error"]
+    assert not sentinel.exists()
+
+
+def test_written_files_honour_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        p = write_bin(tmp_path / "m.bin", _imgs(2), [True])
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644
+        os.umask(0o077)
+        q = write_bin(tmp_path / "n.bin", _imgs(2), [True])
+        assert stat.S_IMODE(q.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)

@@ -195,6 +195,53 @@ class RecordIOReader:
         self.close()
 
 
+def rec_as_folder(rec_path: str | os.PathLike, idx_path: str | os.PathLike | None = None):
+    """A ``.rec/.idx`` as an :class:`~.image_folder.ImageFolder`: class ``000042`` -> items
+    ``<key>.rec`` naming its records. Two layouts: InsightFace's (record 0 holds the identity range,
+    identity records hold image ranges) and mxnet ``im2rec``'s (no header record; every record's
+    header carries its label, the keys are the ``.lst`` indices), read in one sequential pass."""
+    from .image_folder import ImageFolder
+
+    rec_path = Path(rec_path)
+    with RecordIOReader(rec_path, idx_path) as r:
+        if r.index is None:
+            raise FormatError(f"{rec_path}: reading a .rec by identity needs its .idx beside it")
+        ranges = r.identity_ranges()
+        files: dict[str, list[Path]] = {}
+        if ranges is not None:
+            for c, (a, b) in sorted(ranges.items()):
+                files[f"{c:06d}"] = [Path(f"{k}.rec") for k in range(a, b)]
+        else:
+            key_at = {off: key for key, off in r.index.items()}
+            for offset, payload in r:
+                key = key_at.get(offset)
+                if key is None:
+                    continue  # a record the .idx does not list
+                header, img = unpack_record(payload, f"{rec_path} record {key}")
+                if img:
+                    files.setdefault(f"{label_of(header):06d}", []).append(Path(f"{key}.rec"))
+    return ImageFolder(rec_path, sorted(files), files)
+
+
+def read_lst(path: str | os.PathLike) -> dict[int, tuple[float, str]]:
+    """An im2rec ``.lst``: ``index<TAB>label[<TAB>label...]<TAB>path`` -> {index: (first label, path)}."""
+    p = Path(path)
+    out = {}
+    try:
+        lines = p.read_text().splitlines()
+    except OSError as e:
+        raise FormatError(f"{p}: cannot read ({e.strerror})") from e
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        try:
+            out[int(parts[0])] = (float(parts[1]), parts[-1])
+        except (ValueError, IndexError):
+            raise FormatError(f"{p}: line {n}: expected 'index<TAB>label<TAB>path', got {line[:60]!r}") from None
+    return out
+
+
 def label_of(header: IRHeader) -> int:
     """Class label of an image record (the first element of a vector label)."""
     lab = header.label

@@ -1,8 +1,15 @@
 """InsightFace verification sets: ``.bin`` pickles and the older bcolz ``carray`` folders.
 
 A ``.bin`` is ``pickle((list_of_encoded_images, list_of_bool))`` with two images per pair
-(``issame[i]`` belongs to images ``2i`` and ``2i+1``). Pickles can run code on load, so they are read
-with :class:`RestrictedUnpickler`, which refuses every global except a few harmless builtins.
+(``issame[i]`` belongs to images ``2i`` and ``2i+1``). In the wild the images are ``bytes``,
+``bytearray``, Python 2 ``str`` (read as bytes, ``encoding='bytes'`` as insightface does) or numpy
+uint8 arrays of any shape holding the encoded bytes (insightface's own test data: shape (N, 1));
+the flags are bools or numpy bools; any pickle protocol 0-5.
+
+Pickles can run code on load, so they are read with :class:`RestrictedUnpickler`, which refuses
+every global except harmless builtins and numpy's array reconstruction, each behind a wrapper that
+builds only a plain ``ndarray``, a ``dtype`` or a scalar of a dtype without Python objects: no
+other numpy function, no subclass (``memmap``), no object arrays.
 """
 from __future__ import annotations
 
@@ -31,17 +38,56 @@ _ALLOWED_GLOBALS = {
 }
 
 
+def _plain_dtype(dtype, where: str) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt.hasobject:
+        raise UnsafePickleError(f"{where}: refusing a numpy array of Python objects ({dt}); a verification .bin "
+                                "holds encoded image bytes")
+    return dt
+
+
+def _numpy_globals(where: str) -> dict:
+    """numpy's pickle entry points (numpy 1 and 2 module paths), each wrapped to build only plain data."""
+
+    def reconstruct(subtype, shape, dtype):
+        if subtype is not np.ndarray:
+            raise UnsafePickleError(f"{where}: refusing to rebuild a {getattr(subtype, '__name__', subtype)} "
+                                    "(only plain numpy arrays)")
+        return np.ndarray.__new__(np.ndarray, shape, _plain_dtype(dtype, where))
+
+    def dtype(*args):
+        args = tuple(a.decode("latin1") if isinstance(a, bytes) else a for a in args)
+        return _plain_dtype(np.dtype(*args), where)
+
+    def scalar(dt, data=None):
+        dt = _plain_dtype(dt, where)
+        return np.frombuffer(bytes(data or b"\0" * dt.itemsize), dt)[0]
+
+    def frombuffer(buf, dt, shape, order):
+        return np.frombuffer(buf, _plain_dtype(dt, where)).reshape(shape, order=order).copy()
+
+    out = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): dtype}
+    for core in ("numpy.core", "numpy._core"):
+        out[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        out[(f"{core}.multiarray", "scalar")] = scalar
+        out[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    return out
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file, source: str, **kw):
         super().__init__(file, **kw)
         self._source = source
+        self._numpy = _numpy_globals(source)
 
     def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
+        if (module, name) in self._numpy:
+            return self._numpy[(module, name)]
         raise UnsafePickleError(
             f"{self._source}: refusing to load global {module}.{name}: a verification .bin holds only "
-            "bytes, lists and bools; this file may be crafted to run code"
+            "bytes, numpy byte arrays, lists and bools; this file may be crafted to run code"
         )
 
 
@@ -104,9 +150,12 @@ class PairSet:
 def _as_bytes(x, source: str, i: int) -> bytes:
     if isinstance(x, (bytes, bytearray)):
         return bytes(x)
-    if isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim == 1:
-        return x.tobytes()
-    raise FormatError(f"{source}: image {i} is a {type(x).__name__}, expected encoded image bytes")
+    if isinstance(x, np.ndarray) and x.dtype in (np.uint8, np.int8) and x.size:
+        return np.ascontiguousarray(x).tobytes()  # any shape, e.g. insightface's (N, 1)
+    if isinstance(x, np.ndarray) and x.dtype.kind == "S" and x.size == 1:  # a numpy bytes scalar array
+        return bytes(x.reshape(-1)[0])
+    raise FormatError(f"{source}: image {i} is a {type(x).__name__}"
+                      f"{f' of {x.dtype} {x.shape}' if isinstance(x, np.ndarray) else ''}, expected encoded image bytes")
 
 
 def read_bin(path: str | os.PathLike, name: str | None = None) -> PairSet:
@@ -122,12 +171,16 @@ def read_bin(path: str | os.PathLike, name: str | None = None) -> PairSet:
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
         raise FormatError(f"{p}: expected a pickled (images, issame) pair, got {type(obj).__name__}")
     bins, issame = obj
+    if isinstance(issame, np.ndarray) and issame.ndim == 1:
+        issame = issame.tolist()
+    if isinstance(bins, np.ndarray) and bins.dtype.kind == "S":
+        bins = list(bins)
     if not isinstance(bins, (list, tuple)) or not isinstance(issame, (list, tuple)):
         raise FormatError(f"{p}: expected two lists (images, issame), got {type(bins).__name__}, {type(issame).__name__}")
     images = [_as_bytes(b, str(p), i) for i, b in enumerate(bins)]
     flags = []
     for i, s in enumerate(issame):
-        if not isinstance(s, (bool, int, np.bool_)):
+        if not isinstance(s, (bool, int, np.bool_, np.integer)):
             raise FormatError(f"{p}: issame[{i}] is a {type(s).__name__}, expected bool")
         flags.append(bool(s))
     return PairSet(images, flags, name=name or p.stem, source=str(p))

@@ -20,6 +20,11 @@ class Embedder:
     def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
+    def prepare_landmarks(self, image: np.ndarray, landmarks5: np.ndarray) -> tuple[np.ndarray, str]:
+        """A face whose five landmarks are given (IJB's release): embedders that align by landmarks
+        use them; the others fall back to their own chain."""
+        return self.prepare(image)
+
     def embed_crops_with_flip(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Normalised embeddings of the crops and of their mirror images."""
         if not crops:
@@ -30,11 +35,14 @@ class Embedder:
         return e, ef
 
     def embed_items(self, items: list) -> tuple[np.ndarray, np.ndarray, dict]:
-        """Paths, encoded bytes or RGB arrays -> (embeddings, mirrored embeddings, {how: count});
-        also the worker entry point of ``embed_parallel``."""
+        """Paths, encoded bytes or RGB arrays (or ``(item, five landmarks)`` pairs) -> (embeddings,
+        mirrored embeddings, {how: count}); also the worker entry point of ``embed_parallel``."""
         crops, stats = [], {}
         for it in items:
-            c, how = self.prepare(load_item(it))
+            if isinstance(it, tuple):
+                c, how = self.prepare_landmarks(load_item(it[0], str(it[0])), np.asarray(it[1], np.float64))
+            else:
+                c, how = self.prepare(load_item(it))
             crops.append(c)
             stats[how] = stats.get(how, 0) + 1
         e, ef = self.embed_crops_with_flip(crops)

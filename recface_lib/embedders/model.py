@@ -116,6 +116,12 @@ class ModelEmbedder(Embedder):
         (crop, status, _), = self.aligner.align_images([image])
         return crop, "detected" if status in ("detected", "manual") else "fallback"
 
+    def prepare_landmarks(self, image: np.ndarray, landmarks5: np.ndarray) -> tuple[np.ndarray, str]:
+        if self.contract is not None and self.contract.get("method") == "landmarks":
+            from ..align.template import warp_to_template
+            return warp_to_template(image, landmarks5, self.crop_size), "landmarks"
+        return self.prepare(image)
+
     def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
         out = [self.backend(preprocess(crops[s:s + self.batch_size], self.size, self.normalization))
                for s in range(0, len(crops), self.batch_size)]

@@ -28,6 +28,9 @@ from ..io_utils import atomic_path, atomic_write_json
 from ..protocol.verification import l2_normalize
 
 CLASSIFIERS = ("svc_lin", "svc_rbf", "knn", "logreg", "centroid")
+# `auto` picks one by cross-validation on the train faces; ties go to the first in this order
+# (the simplest scores first: they stay meaningful with few photos per person)
+AUTO_ORDER = ("centroid", "knn", "logreg", "svc_rbf", "svc_lin")
 DEFAULTS = {"svc_lin": {"C": 1.0}, "svc_rbf": {"C": 10.0, "gamma": "scale"}, "knn": {"n_neighbors": 5},
             "logreg": {"C": 10.0}, "centroid": {}}
 
@@ -136,6 +139,42 @@ class Classifier:
                 meta.get("embedder", "")).fit(X, y)
         c.threshold_rule = meta.get("threshold_rule", "")
         return c
+
+
+def choose_by_cv(X: np.ndarray, y: np.ndarray, names: list[str], E_others: np.ndarray | None = None,
+                 target_far: float = 0.01, folds: int = 5) -> tuple[str, list[dict]]:
+    """``classifier: auto``: cross-validate every classifier on the known TRAIN faces (stratified
+    folds, at most ``folds``, at least 2) and pick the one that accepts the most out-of-fold faces
+    as the right person at a threshold letting at most ``target_far`` of the train Others through
+    (without Others: the best out-of-fold closed-set accuracy). No test face is looked at."""
+    from sklearn.model_selection import StratifiedKFold
+
+    X, y = l2_normalize(np.asarray(X, np.float64)), np.asarray(y, np.int64)
+    n_splits = int(max(2, min(folds, np.bincount(y).min())))
+    has_others = E_others is not None and len(E_others) > 0
+    rows = []
+    for kind in AUTO_ORDER:
+        correct, accepted = [], []
+        try:
+            folds_ = [(tr, te, Classifier(kind, names).fit(X[tr], y[tr]))
+                      for tr, te in StratifiedKFold(n_splits, shuffle=True, random_state=0).split(X, y)]
+        except ValueError as e:  # e.g. Platt calibration needs 2+ photos per person in every fold
+            rows.append({"classifier": kind, "cv_closed_set_accuracy": float("nan"), "error": str(e)[:200]})
+            continue
+        for tr, te, c in folds_:
+            idx, s = c.predict_scores(X[te])
+            ok = idx == y[te]
+            correct.append(ok)
+            if has_others:
+                c.threshold_from_others(E_others, target_far)
+                accepted.append(ok & (s > c.threshold))
+        row = {"classifier": kind, "cv_closed_set_accuracy": float(np.concatenate(correct).mean())}
+        if has_others:
+            row["cv_correct_accepted_rate"] = float(np.concatenate(accepted).mean())
+        rows.append(row)
+    key = "cv_correct_accepted_rate" if has_others else "cv_closed_set_accuracy"
+    best = max((r for r in rows if "error" not in r), key=lambda r: r[key])  # max keeps the first of equals: AUTO_ORDER's preference
+    return best["classifier"], rows
 
 
 def evaluate_open_set(clf: Classifier, E_known: np.ndarray, y_known: np.ndarray, E_others: np.ndarray) -> dict:

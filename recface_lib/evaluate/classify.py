@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..io_utils import atomic_write_json, load_item
 from ..manifest import write_manifest
 from ..protocol.verification import flip_sum
-from .classifier import CLASSIFIERS, Classifier, evaluate_open_set
+from .classifier import CLASSIFIERS, Classifier, choose_by_cv, evaluate_open_set
 
 
 @dataclass
@@ -25,7 +25,8 @@ class ClassifyConfig(StageConfig):
     known: str = param("", "folder with train/<person>/ and test/<person>/")
     others: str = param("", "folder with train/ and test/ of unknown people ('' : known/others if present)")
     embedder: str = param("dlib_resnet", "dlib_resnet, a training run folder or a bundle .zip")
-    classifier: str = choice("svc_lin", CLASSIFIERS, "classifier")
+    classifier: str = choice("auto", ("auto",) + CLASSIFIERS,
+                             "auto: chosen by cross-validation on the train faces (see choose_by_cv)")
     target_far: float = param(0.01, "share of train Others allowed past the threshold")
     compare: bool = param(True, "also fit the other classifiers for a comparison table")
     output: str = param("", "report folder (classifier/, confusion.png, errors.png, comparison.md)")
@@ -99,11 +100,15 @@ def classify(cfg: ClassifyConfig | dict, show_progress: bool = True) -> dict:
             clf.threshold_from_cv()
         return clf, evaluate_open_set(clf, E_te, y_te, E_ote)
 
+    selection = None
+    if classifier == "auto":
+        classifier, selection = choose_by_cv(E_tr, y_tr, names, E_otr, target_far)
     kinds = [classifier] + [k for k in CLASSIFIERS if k != classifier and compare]
     results = {k: run(k) for k in kinds}
     clf, rep = results[classifier]
     table = [{k2: v for k2, v in r.items() if not k2.startswith("_")} for _, r in results.values()]
-    summary = {"embedder": embedder, "classifier": classifier, "known_people": len(names),
+    summary = {"embedder": embedder, "classifier": classifier, "auto_selection": selection,
+               "known_people": len(names),
                "known_train": len(tr_paths), "known_test": len(te_paths), "others_train": len(o_tr),
                "others_test": len(o_te), "threshold_rule": clf.threshold_rule, "detections": stats,
                **{k: v for k, v in rep.items() if not k.startswith("_")}, "comparison": table}

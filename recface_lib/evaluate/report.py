@@ -21,18 +21,21 @@ from ..manifest import write_manifest
 @dataclass
 class EvalConfig(StageConfig):
     models: list = param(["dlib_resnet"], "embedders: dlib_resnet, training run folders, bundle .zip files")
-    pair_sets: list = param([], "pair sets: .bin files, pairs.txt files or folders holding one, bcolz carray folders")
+    pair_sets: list = param([], "pair sets: .bin files, pairs.txt files or folders holding one, bcolz carray folders, "
+                                "or a folder of sets (e.g. faces_emore/: every .bin and bcolz set in it)")
     images: str = param("", "image folder of pairs.txt sets ('' : lfw-deepfunneled/, lfw/ or images/ beside it)")
     flip: str = choice("both", ("no", "yes", "both"), "flip test-time augmentation")
     folds: list | None = param(None, "evaluate only these folds (1-based, LFW's 1..10) of each set; None: all")
     metric: str = choice("cosine", ("cosine", "euclidean"), "threshold reported as cosine or insightface's squared L2")
     output: str = param("", "report folder (results.md/.csv/.json, roc_<set>.png, hist_<set>_<model>.png)")
+    ijb: list = param([], "IJB-B/IJB-C release folders (insightface layout: IJBC/loose_crop, IJBC/meta): 1:1 and 1:N")
+    ijb_detector_score: bool = param(True, "IJB: weight image features by the release's detector score")
     workers: int = param(1, "worker processes for embedding")
     backend: str = choice("keras", ("keras", "onnx"), "how bundles run")
 
     def validate(self, where=""):
-        if not self.models or not self.pair_sets:
-            raise ConfigError(f"{where}models and pair_sets: give at least one of each")
+        if not self.models or not (self.pair_sets or self.ijb):
+            raise ConfigError(f"{where}models and pair_sets (or ijb): give at least one of each")
         if not self.output:
             raise ConfigError(f"{where}output: required")
 
@@ -44,14 +47,14 @@ COLUMNS = ["model", "pair_set", "flip", "pairs", "accuracy", "std", "threshold",
 def evaluate(cfg: EvalConfig | dict, show_progress: bool = True) -> dict:
     from ..embedders import embed_parallel
     from ..plots import plot_roc, plot_similarity_hist
-    from ..protocol.pair_sets import load_pair_source, score_pair_set
+    from ..protocol.pair_sets import expand_pair_sets, load_pair_source, score_pair_set
 
     if isinstance(cfg, dict):
         cfg = EvalConfig.from_dict(cfg)
     out = Path(cfg.output)
     flips = {"no": [False], "yes": [True], "both": [False, True]}[cfg.flip]
     rows, curves, plots = [], {}, []
-    for ps in cfg.pair_sets:
+    for ps in expand_pair_sets(cfg.pair_sets):
         src = load_pair_source(ps, cfg.images or None, cfg.folds)
         for m in cfg.models:
             name = Path(m).name if m != "dlib_resnet" else m
@@ -81,18 +84,82 @@ def evaluate(cfg: EvalConfig | dict, show_progress: bool = True) -> dict:
     for name, res in curves.items():
         plot_roc(res, out / f"roc_{name}.png", title=f"ROC: {name}")
         plots.append(str(out / f"roc_{name}.png"))
-    md = to_markdown(rows)
+    ijb_rows = []
+    for root in cfg.ijb:
+        ijb_rows += _evaluate_ijb(cfg, Path(root), out, plots, show_progress)
+    md = ("## IJB (1:1 TAR at FAR; 1:N rank-k and TPIR at FPIR)\n\n" + ijb_table(ijb_rows) + "\n") if ijb_rows else ""
+    md += "## Pair sets as the papers report them\n\n" + papers_table(rows) + "\n## Every figure\n\n" + to_markdown(rows)
     atomic_write_bytes(out / "results.md", md.encode())
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
     atomic_write_bytes(out / "results.csv", buf.getvalue().encode())
-    summary = {"output": str(out), "rows": rows, "table": str(out / "results.md"), "plots": plots}
+    summary = {"output": str(out), "rows": rows, "ijb": ijb_rows, "table": str(out / "results.md"), "plots": plots}
     atomic_write_json(out / "results.json", summary)
-    write_manifest(out, "evaluate", cfg.to_dict(), {f"pair_set_{i}": p for i, p in enumerate(cfg.pair_sets)},
+    write_manifest(out, "evaluate", cfg.to_dict(), {f"pair_set_{i}": p for i, p in enumerate(cfg.pair_sets + cfg.ijb)},
                    {"rows": len(rows)})
     return summary
+
+
+def _evaluate_ijb(cfg: EvalConfig, root: Path, out: Path, plots: list, show_progress: bool) -> list[dict]:
+    from ..io_utils import atomic_path
+    from ..plots import plot_tar_far
+    from .ijb import embed_ijb, evaluate_ijb, read_ijb
+
+    meta = read_ijb(root)
+    rows, curves = [], {}
+    for m in cfg.models:
+        name = Path(m).name if m != "dlib_resnet" else m
+        e, ef, stats = embed_ijb(meta, m, cfg.workers, cfg.backend, show_progress)
+        with atomic_path(out / f"ijb_{meta.name}_{name}_features.npz", suffix=".npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, e=e, ef=ef)
+        r = evaluate_ijb(meta, e, ef, cfg.ijb_detector_score)
+        if "_roc" in r:
+            curves[name] = r.pop("_roc")
+        rows.append({"model": name, "set": meta.name, "detections": stats, **r})
+    if curves:
+        p = out / f"tar_far_{meta.name}.png"
+        plot_tar_far(curves, p, title=f"{meta.name.upper()} 1:1 verification")
+        plots.append(str(p))
+    return rows
+
+
+def ijb_table(rows: list[dict]) -> str:
+    from .ijb import FARS_11, FPIRS_1N, RANKS
+
+    head = (["model", "set"] + [f"TAR@{f:.0e}" for f in FARS_11] + [f"rank-{k}" for k in RANKS]
+            + [f"TPIR@FPIR{f:.0e}" for f in FPIRS_1N])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        tar = r.get("tar_far", {})
+        ident = r.get("identification", {})
+        cells = [r["model"], r["set"]] + [f"{100 * tar[f'{f:.0e}']:.2f}" if tar else "" for f in FARS_11]
+        cells += [f"{100 * ident[f'rank{k}']:.2f}" if ident else "" for k in RANKS]
+        cells += [f"{100 * ident[f'tpir_fpir_{f:.0e}']:.2f}" if ident else "" for f in FPIRS_1N]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def papers_table(rows: list[dict]) -> str:
+    """One row per model (and flip), one column per pair set: accuracy and TAR@FAR1e-4, as the
+    papers' verification tables."""
+    sets = list(dict.fromkeys(r["pair_set"] for r in rows))
+    models = list(dict.fromkeys((r["model"], r["flip"]) for r in rows))
+    by = {(r["model"], r["flip"], r["pair_set"]): r for r in rows}
+    lines = ["| model | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets),
+             "| (accuracy / TAR@FAR1e-4) |" + " |" * len(sets)]
+    for m, fl in models:
+        cells = []
+        for s_ in sets:
+            r = by.get((m, fl, s_))
+            if r is None:
+                cells.append("")
+            else:
+                t4 = r["tar_far_1e-4"]
+                cells.append(f"{100 * r['accuracy']:.2f} / {'n/a' if t4 is None else f'{100 * t4:.2f}'}")
+        lines.append(f"| {m}{' +flip' if fl else ''} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def to_markdown(rows: list[dict]) -> str:

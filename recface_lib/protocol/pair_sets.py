@@ -38,6 +38,26 @@ def consecutive_pairs(name: str, images, issame, wanted: set | None) -> PairSour
     return PairSource(name, items, 2 * k, 2 * k + 1, np.asarray(issame, bool)[keep])
 
 
+def expand_pair_sets(paths: list) -> list[str]:
+    """A folder holding several pair sets (insightface's ``faces_emore/``: lfw.bin, cfp_fp.bin,
+    agedb_30.bin, ... or bcolz ``NAME/`` + ``NAME_list.npy``) stands for all of them, sorted by name;
+    a folder with a pairs.txt, a bcolz set folder and a file stand for themselves."""
+    out = []
+    for x in paths:
+        p = Path(x)
+        if p.is_dir() and not (p / "pairs.txt").is_file() and not (p.parent / f"{p.name}_list.npy").is_file():
+            found = sorted([q for q in p.glob("*.bin")] +
+                           [q for q in p.iterdir() if q.is_dir() and (p / f"{q.name}_list.npy").is_file()],
+                           key=lambda q: q.stem)
+            if not found:
+                raise ConfigError(f"{p}: no pair sets in this folder (.bin files, bcolz NAME/ + NAME_list.npy, "
+                                  "or a pairs.txt)")
+            out += [str(q) for q in found]
+        else:
+            out.append(str(x))
+    return out
+
+
 def load_pair_source(pairs: str | os.PathLike, images: str | os.PathLike | None = None,
                      folds: list[int] | None = None) -> PairSource:
     """``pairs`` is a ``.bin``, a bcolz carray folder (with ``<name>_list.npy`` beside it), or a

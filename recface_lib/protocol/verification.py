@@ -6,7 +6,9 @@
   Where a plain fold would hold one class only (a subset such as one LFW fold, 300 same pairs then
   300 different), positives and negatives are split separately, in order (``fold_scheme``);
 * VAL (TAR) at FAR 1e-3 and 1e-4: on the 9 training folds, the threshold whose FAR equals the target
-  is found by linear interpolation of FAR(threshold), then TAR and FAR are measured on the tenth;
+  is found by interpolating FAR(threshold) on the grid ``0:4:0.001`` exactly as insightface's
+  ``calculate_val`` did (``_interp_threshold`` states the rule), then TAR and FAR are measured on
+  the tenth; TAR and its std are the mean and std over folds, FAR the mean;
 * distances: ``euclidean`` is the squared L2 distance of normalised embeddings on insightface's grid
   ``0:4:0.01``; ``cosine`` is the same test written as cosine similarity (``cos = 1 - d/2``), and
   thresholds are reported as similarities. On normalised embeddings both give identical accuracy.
@@ -70,14 +72,27 @@ def _counts(dist: np.ndarray, same: np.ndarray, thresholds: np.ndarray, folds: l
 
 
 def _interp_threshold(far: np.ndarray, thresholds: np.ndarray, target: float) -> float:
-    """Threshold where FAR(threshold) reaches ``target`` by linear interpolation; FAR is
-    non-decreasing in the threshold, and each FAR value keeps its largest threshold."""
+    """The threshold at which the training folds' FAR reaches ``target``, exactly as insightface's
+    ``calculate_val`` computed it: ``interpolate.interp1d(far, thresholds, kind='slinear')(target)``
+    with the scipy it was written for (before 1.9; today's scipy refuses duplicate FAR values).
+
+    That interp1d sorted by FAR with a stable mergesort and built a degree-1 B-spline with knots
+    ``[x0, x0, x1, ..., xn, xn]`` and the thresholds as coefficients. Evaluated at ``target`` it
+    interpolates linearly inside the one non-empty knot interval ``x[l-1] <= target < x[l]``: from
+    the LARGEST threshold of the highest FAR value not above the target to the SMALLEST threshold of
+    the next FAR value. A target equal to a FAR value gives that value's largest threshold (also
+    for the largest FAR). When no FAR reaches the target insightface uses the threshold 0."""
     if far.max() < target:
-        return float(thresholds[0])
-    uniq, inv = np.unique(far, return_inverse=True)
-    thr = np.full(len(uniq), -np.inf)
-    np.maximum.at(thr, inv, thresholds)
-    return float(np.interp(target, uniq, thr))
+        return 0.0
+    order = np.argsort(far, kind="mergesort")
+    xs, ys = far[order], thresholds[order]
+    hi = int(np.searchsorted(xs, target, side="right"))
+    if hi >= len(xs):
+        return float(ys[-1])
+    if hi == 0:  # below every FAR (cannot happen: the FAR at threshold 0 is 0)
+        return float(ys[0])
+    lo = hi - 1
+    return float(ys[lo] + (ys[hi] - ys[lo]) * (target - xs[lo]) / (xs[hi] - xs[lo]))
 
 
 @dataclass
