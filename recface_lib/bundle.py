@@ -22,6 +22,8 @@ def open_bundle(path: str | os.PathLike, need: tuple = ()) -> tuple[dict, dict[s
     """(recface.json, {member: bytes}) of a bundle; a clear error for a corrupt or partial zip.
     SavedModel files are not read into memory."""
     p = Path(path)
+    if not p.is_file():
+        raise FormatError(f"{p}: no such bundle file")
     try:
         with zipfile.ZipFile(p) as z:
             bad = z.testzip()

@@ -44,6 +44,7 @@ class ConvertConfig(StageConfig):
     output: str = param("", "output .bin (pairs2bin, carray2bin) or folder (rec2jpg, bin2jpg)")
 
     def validate(self, where=""):
+        fold_set(self.folds, f"{where}folds")
         missing = [k for k in NEEDS[self.mode] + ("output",) if not getattr(self, k)]
         if missing:
             raise ConfigError(f"{where}mode {self.mode} needs {', '.join(missing)}")

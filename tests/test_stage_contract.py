@@ -291,3 +291,13 @@ def test_build_records_the_align_contract_and_refuses_a_second_one(tmp_path):
     Path(src / "manifest.json").unlink()
     s = last_json(run_cli("build", "--input", str(src), "--output", str(tmp_path / "ds3"), "--json"))
     assert s["preprocessing"].startswith("none")
+
+
+def test_bad_fold_numbers_and_missing_bundle_fail_before_any_work(tmp_path):
+    for argv in (["pairs2bin", "--images", "a", "--pairs", "b", "--output", str(tmp_path / "c.bin"), "--folds", "0"],
+                 ["align", "--input", "a", "--output", "b", "--exclude-folds", "0"],
+                 ["evaluate", "--pair-sets", "x.bin", "--folds", "-1", "--output", "o"]):
+        proc = run_cli(*argv, "--json", check=False)
+        assert proc.returncode == 1 and "folds are numbered from 1" in last_json(proc)["error"], argv
+    proc = run_cli("identify", "--bundle", str(tmp_path / "nope.zip"), "x.jpg", "--json", check=False)
+    assert proc.returncode == 1 and last_json(proc)["error"] == f"{tmp_path / 'nope.zip'}: no such bundle file"

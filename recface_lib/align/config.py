@@ -39,8 +39,10 @@ class AlignConfig(StageConfig):
     grid_samples: int = param(32, "aligned faces shown in the report grid")
 
     def validate(self, where: str = "") -> None:
+        from ..data.lfw_pairs import fold_set
         from ..errors import ConfigError
 
+        fold_set(self.exclude_folds, f"{where}exclude_folds")
         if self.size < 16:
             raise ConfigError(f"{where}size: must be >= 16, got {self.size}")
         if self.workers < 1:

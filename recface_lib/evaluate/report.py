@@ -34,6 +34,9 @@ class EvalConfig(StageConfig):
     backend: str = choice("keras", ("keras", "onnx"), "how bundles run")
 
     def validate(self, where=""):
+        from ..data.lfw_pairs import fold_set
+
+        fold_set(self.folds, f"{where}folds")
         if not self.models or not (self.pair_sets or self.ijb):
             raise ConfigError(f"{where}models and pair_sets (or ijb): give at least one of each")
         if not self.output:
