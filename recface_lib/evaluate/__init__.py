@@ -1,1 +1,2 @@
-"""Stage 5, evaluate: verification metrics, identification, plots."""
+"""Stage 5, evaluate: models x pair sets (report.py, also `recface verify`), IJB-B/C (ijb.py), identification
+with unknown rejection (classify.py, classifier.py). The metric itself is in ``protocol/``."""
