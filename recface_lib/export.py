@@ -42,9 +42,13 @@ class ExportConfig(StageConfig):
         for k in ("run", "output", "check_images"):
             if not getattr(self, k):
                 raise ConfigError(f"{where}{k}: required")
-        unknown = [f for f in self.formats if f not in FORMATS]
-        if unknown:
-            raise ConfigError(f"{where}formats: unknown {', '.join(map(str, unknown))}; valid: {', '.join(FORMATS)}")
+        check_formats(self.formats, where)
+
+
+def check_formats(formats, where: str = "") -> None:
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ConfigError(f"{where}formats: unknown {', '.join(map(str, unknown))}; valid: {', '.join(FORMATS)}")
 
 
 def run(cfg: ExportConfig | dict, show_progress: bool = True) -> dict:
@@ -77,11 +81,9 @@ def export(run: str | os.PathLike, out: str | os.PathLike, check_images: str | o
     import tensorflow as tf
 
     from . import __version__
-    from .embedders.model import KerasBackend, OnnxBackend, load_run, preprocess
+    from .embedders.model import KerasBackend, OnnxBackend, load_run, preprocess, run_weights
 
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise ConfigError(f"formats: unknown {', '.join(unknown)}; valid: {', '.join(FORMATS)}")
+    check_formats(formats)
     run = Path(run)
     emb = load_run(run, weights)
     contract = check_contract(emb.contract, f"{run}/model.json", model=True)
@@ -158,7 +160,7 @@ def export(run: str | os.PathLike, out: str | os.PathLike, check_images: str | o
             meta["classifier"] = {k: v for k, v in cmeta.items() if k != "params"}
         write_bundle(out, meta, members)
     write_manifest(out, "export", {"weights": weights, "formats": list(formats)},
-                   {"run": fingerprint(run / "model.json"), "weights": run_weights_path(run, weights),
+                   {"run": fingerprint(run / "model.json"), "weights": run_weights(run, weights),
                     "classifier": classifier or None}, {"formats": len(checks)}, contract)
     return {"bundle": str(out), "bytes": out.stat().st_size, "checks": checks, "formats": list(checks),
             "classifier": bool(classifier), "verification_threshold": thr}
@@ -169,11 +171,6 @@ def _read_json(p: Path) -> dict:
         return json.loads(p.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def run_weights_path(run: Path, weights: str) -> Path:
-    from .embedders.model import run_weights
-    return run_weights(run, weights)
 
 
 __all__ = ["ExportConfig", "run", "export", "FORMATS"]

@@ -104,12 +104,8 @@ class Classifier:
 
     def threshold_from_cv(self, cv_reject: float = 0.01, folds: int = 5) -> float:
         """No Others: out-of-fold scores of correctly predicted train faces; reject ``cv_reject`` of them."""
-        from sklearn.model_selection import StratifiedKFold
-
-        n_splits = max(2, min(folds, np.bincount(self.y).min()))
         scores = []
-        for tr, te in StratifiedKFold(n_splits, shuffle=True, random_state=0).split(self.X, self.y):
-            sub = Classifier(self.kind, self.names, params=self.params).fit(self.X[tr], self.y[tr])
+        for te, sub in out_of_fold(self.kind, self.names, self.X, self.y, self.params, folds):
             idx, s = sub.predict_scores(self.X[te])
             scores.append(s[idx == self.y[te]])
         self.threshold = float(np.quantile(np.concatenate(scores), cv_reject))
@@ -141,27 +137,34 @@ class Classifier:
         return c
 
 
+def out_of_fold(kind: str, names: list[str], X: np.ndarray, y: np.ndarray, params: dict | None = None,
+                folds: int = 5) -> list[tuple[np.ndarray, Classifier]]:
+    """[(held-out indices, a ``kind`` classifier fitted on the rest)] over stratified, shuffled (seed 0)
+    folds, at most ``folds`` and at least 2: the cross-validation of ``threshold_from_cv`` and ``auto``."""
+    from sklearn.model_selection import StratifiedKFold
+
+    n_splits = int(max(2, min(folds, np.bincount(y).min())))
+    return [(te, Classifier(kind, names, params=dict(params or {})).fit(X[tr], y[tr]))
+            for tr, te in StratifiedKFold(n_splits, shuffle=True, random_state=0).split(X, y)]
+
+
 def choose_by_cv(X: np.ndarray, y: np.ndarray, names: list[str], E_others: np.ndarray | None = None,
                  target_far: float = 0.01, folds: int = 5) -> tuple[str, list[dict]]:
     """``classifier: auto``: cross-validate every classifier on the known TRAIN faces (stratified
     folds, at most ``folds``, at least 2) and pick the one that accepts the most out-of-fold faces
     as the right person at a threshold letting at most ``target_far`` of the train Others through
     (without Others: the best out-of-fold closed-set accuracy). No test face is looked at."""
-    from sklearn.model_selection import StratifiedKFold
-
     X, y = l2_normalize(np.asarray(X, np.float64)), np.asarray(y, np.int64)
-    n_splits = int(max(2, min(folds, np.bincount(y).min())))
     has_others = E_others is not None and len(E_others) > 0
     rows = []
     for kind in AUTO_ORDER:
         correct, accepted = [], []
         try:
-            folds_ = [(tr, te, Classifier(kind, names).fit(X[tr], y[tr]))
-                      for tr, te in StratifiedKFold(n_splits, shuffle=True, random_state=0).split(X, y)]
+            fitted = out_of_fold(kind, names, X, y, folds=folds)
         except ValueError as e:  # e.g. Platt calibration needs 2+ photos per person in every fold
             rows.append({"classifier": kind, "cv_closed_set_accuracy": float("nan"), "error": str(e)[:200]})
             continue
-        for tr, te, c in folds_:
+        for te, c in fitted:
             idx, s = c.predict_scores(X[te])
             ok = idx == y[te]
             correct.append(ok)
