@@ -91,6 +91,11 @@ def test_resume_identical_and_not_in_place(lfw_dir, tmp_path):
         align(cfg.replace(output=str(root / "Aaron_Peirsol" / "x")), False)
     with pytest.raises(ConfigError, match=r"aligned with other parameters .*'size': \(112, 128\)"):
         align(cfg.replace(size=128), False)
+    # another input into the same output is refused, not mixed with the first one's faces
+    other = _small_lfw(lfw_dir, tmp_path / "other", people=("Aaron_Peirsol",), n=2)
+    with pytest.raises(ConfigError, match="was aligned from another input"):
+        align(cfg.replace(input=str(other)), False)
+    assert {p: p.read_bytes() for p in sorted((tmp_path / "out").rglob("*.jpg"))} == first
 
 
 def test_methods_and_manual_box(lfw_dir, tmp_path):

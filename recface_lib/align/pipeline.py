@@ -117,11 +117,17 @@ def report_dir_for(output: str | os.PathLike) -> Path:
     return out.with_name((out.stem if out.suffix == ".bin" else out.name) + "_report")
 
 
-def _check_manifest(out: Path, cfg: AlignConfig) -> dict | None:
+def _check_manifest(out: Path, cfg: AlignConfig, source: dict) -> dict | None:
+    """The output's manifest if it was aligned from the same input (content fingerprint) with the
+    same parameters (then a rerun resumes); anything else is refused, never mixed in."""
     m = read_manifest(out)
     if m is None:
         return None
     mp = manifest_path(out)
+    old = (m.get("inputs") or {}).get("input")
+    if isinstance(old, dict) and old.get("sha256") != source.get("sha256"):
+        raise ConfigError(f"{mp}: {out} was aligned from another input ({old.get('path')}, or it has changed since); "
+                          f"choose a new output for {cfg.input}")
     if m.get("parameters") != cfg.output_params():
         diff = {k: (m.get("parameters", {}).get(k), v) for k, v in cfg.output_params().items()
                 if m.get("parameters", {}).get(k) != v}
@@ -220,8 +226,8 @@ def align_folder(cfg: AlignConfig, show_progress: bool = True) -> dict:
     if not files:
         raise FormatError(f"{inp}: no images found (after the identity selection)")
     out.mkdir(parents=True, exist_ok=True)
-    _check_manifest(out, cfg)
     source = {"input": fingerprint(inp)}
+    _check_manifest(out, cfg, source["input"])
     write_manifest(out, "align", cfg.output_params(), source, {"status": "running"}, cfg.contract())
     ext = ".png" if cfg.image_format == "png" else ".jpg"
     keys = {f.relative_to(inp).as_posix(): f for f in files}
@@ -263,7 +269,7 @@ def align_bin(cfg: AlignConfig, show_progress: bool = True) -> dict:
     inp, out = Path(cfg.input), Path(cfg.output)
     _check_not_in_place(inp, out)
     rdir = report_dir_for(out)
-    if out.is_file() and _check_manifest(out, cfg) is not None and (rdir / "report.json").is_file():
+    if out.is_file() and _check_manifest(out, cfg, fingerprint(inp)) is not None and (rdir / "report.json").is_file():
         report = json.loads((rdir / "report.json").read_text())
         return {**report, "skipped": "output exists with the same parameters"}
     ps = read_bin(inp)
