@@ -16,39 +16,42 @@ from .config import StageConfig, param
 from .data.image_folder import ImageFolder, scan_folder
 from .data.recordio import rec_as_folder
 from .data.tfrecord import ShardWriter, example_bytes
-from .errors import ConfigError, FormatError
-from .io_utils import atomic_path, atomic_write_bytes, atomic_write_json, image_kind
-from .manifest import declared_contract, input_contract, write_manifest
+from .errors import ConfigError, FormatError, ImageDecodeError
+from .io_utils import atomic_path, atomic_write_bytes, atomic_write_json, decode_image, image_kind
+from .manifest import begin_output, check_not_input, declared_contract, input_contract, run_key, write_manifest
 from .parallel import parallel_map
 from .progress import progress
 
 
 @dataclass
 class BuildConfig(StageConfig):
-    input: str = param("", "identity folder root/<identity>/<image> (aligned faces), or an InsightFace train.rec (+ .idx)")
-    output: str = param("", "output folder for shards, metadata.json, test/ and the test .bin")
-    shard_size_mb: int = param(150, "target shard size in MB (ignored when shards > 0)")
-    shards: int = param(0, "number of shards (0: from shard_size_mb)")
+    input: str = param("", "identity folder root/<identity>/<image> (aligned faces), or an InsightFace train.rec (+ .idx)", role="input")
+    output: str = param("", "output folder for shards, metadata.json, test/ and the test .bin", role="output")
+    shard_size_mb: int = param(150, "target shard size in MB (ignored when shards > 0)", lo=1, hi=100000)
+    shards: int = param(0, "number of shards (0: from shard_size_mb)", lo=0, hi=100000)
     binary_img: bool = param(True, "store encoded image bytes (True) or the image path (False)")
-    seed: int = param(0, "shuffle / class choice / pair sampling seed")
-    num_classes: int = param(0, "keep at most this many classes (0: all)")
+    seed: int = param(0, "shuffle / class choice / pair sampling seed", lo=0)
+    num_classes: int = param(0, "keep at most this many classes (0: all)", lo=0)
     random_classes: bool = param(False, "choose the kept classes at random (seeded) instead of the first")
-    min_images: int = param(0, "drop classes with fewer images")
-    num_samples: int = param(0, "keep at most this many images per class (0: all)")
-    test_split: float = param(0.0, "fraction of each class, from the end, moved to the test folder")
-    test_samples: int = param(0, "or: the last N images of each class to the test folder")
-    test_max_pairs: int = param(3000, "test .bin: at most this many positive pairs, and as many negatives")
+    min_images: int = param(0, "drop classes with fewer images", lo=0)
+    num_samples: int = param(0, "keep at most this many images per class (0: all)", lo=0)
+    test_split: float = param(0.0, "fraction of each class, from the end, moved to the test folder", lo=0.0, hi=1.0)
+    test_samples: int = param(0, "or: the last N images of each class to the test folder", lo=0)
+    test_max_pairs: int = param(3000, "test .bin: at most this many positive pairs, and as many negatives", lo=0)
     test_name: str = param("test", "name of the test folder and .bin")
-    workers: int = param(1, "worker processes (one shard each at a time)")
+    workers: int = param(1, "worker processes (one shard each at a time)", lo=1, hi=256, runtime=True)
     assume_aligned: int = param(0, "faces aligned outside recface: the ArcFace 5-point template at this size "
-                                   "(InsightFace .rec/.bin convention); 0: read the align stage's manifest")
-    contract_file: str = param("", "faces aligned outside recface: a YAML declaring the preprocessing contract")
+                                   "(InsightFace .rec/.bin convention); 0: read the align stage's manifest", lo=0, hi=1024)
+    contract_file: str = param("", "faces aligned outside recface: a YAML declaring the preprocessing contract", role="input")
+    force: bool = param(False, "start fresh: an output made from other inputs or parameters is removed "
+                               "(moved aside if recface did not make it) instead of refused", runtime=True)
+
 
     def validate(self, where=""):
-        if not 0.0 <= self.test_split <= 1.0:
-            raise ConfigError(f"{where}test_split: must be in [0, 1], got {self.test_split}")
         if self.test_split and self.test_samples:
             raise ConfigError(f"{where}test_split and test_samples: give one of them")
+        if 0 < self.assume_aligned < 16:
+            raise ConfigError(f"{where}assume_aligned: a face size of at least 16 px (or 0), got {self.assume_aligned}")
         if self.assume_aligned and self.contract_file:
             raise ConfigError(f"{where}assume_aligned and contract_file: give one of them")
 
@@ -70,9 +73,6 @@ class ShardBuilder:
         return Path(path).read_bytes()
 
     def write(self, spec: dict) -> dict:
-        import cv2
-        import numpy as np
-
         out = Path(spec["path"])
         errors, sizes, count = [], {}, 0
         with atomic_path(out) as tmp, open(tmp, "wb") as f:
@@ -89,9 +89,12 @@ class ShardBuilder:
                 if not data:
                     errors.append({"path": path, "error": "empty file (0 bytes)"})
                     continue
-                arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if image_kind(data) else None
-                if arr is None:
-                    errors.append({"path": path, "error": f"cannot decode image ({len(data)} bytes)"})
+                try:
+                    if not image_kind(data):
+                        raise ImageDecodeError(f"{path}: cannot decode image ({len(data)} bytes)")
+                    arr = decode_image(data, path)
+                except ImageDecodeError as e:
+                    errors.append({"path": path, "error": str(e).removeprefix(f"{path}: ")})
                     continue
                 key = f"{arr.shape[1]}x{arr.shape[0]}"
                 sizes[key] = sizes.get(key, 0) + 1
@@ -99,7 +102,7 @@ class ShardBuilder:
                                        "label": int(label)}))
                 count += 1
         stats = {"name": out.name, "records": count, "bytes": out.stat().st_size, "errors": errors,
-                 "image_sizes": sizes, "inputs": len(spec["samples"])}
+                 "image_sizes": sizes, "inputs": len(spec["samples"]), "key": spec.get("key")}
         atomic_write_json(out.with_name(f".{out.name}.json"), stats)
         return stats
 
@@ -145,8 +148,9 @@ def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
     if not cfg.input or not cfg.output:
         raise ConfigError("build: input and output are required")
     inp, out = Path(cfg.input), Path(cfg.output)
-    if out.resolve() == inp.resolve() or inp.resolve() in out.resolve().parents:
-        raise ConfigError(f"build: output {out} must not be or lie inside the input {inp}")
+    check_not_input(out, cfg.input_paths(), "build")
+    if not inp.exists():
+        raise FormatError(f"{inp}: no such file or folder")
     from_rec = inp.suffix == ".rec" and inp.is_file()
     contract = preprocessing_contract(cfg, inp, from_rec)
     if from_rec and not cfg.binary_img:
@@ -164,7 +168,8 @@ def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
     label_of = {c: i for i, c in enumerate(classes)}
     samples = [(str(p), label_of[c]) for c in train.classes for p in train.files[c]]
     random.Random(cfg.seed).shuffle(samples)
-    out.mkdir(parents=True, exist_ok=True)
+    run = begin_output(out, "build", cfg.output_params(), cfg.input_paths(), cfg.force, contract)
+    key = run_key(run["inputs"], cfg.output_params())
 
     shards_meta, errors, sizes = [], [], {}
     if samples:
@@ -173,14 +178,15 @@ def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
         n = cfg.shards or max(1, math.ceil(total_bytes / (cfg.shard_size_mb * 1e6)))
         n = min(n, len(samples))
         per = math.ceil(len(samples) / n)
-        specs = [{"path": str(out / f"train-{k:05d}-of-{n:05d}.tfrecord"), "samples": samples[k * per:(k + 1) * per]}
-                 for k in range(n)]
+        specs = [{"path": str(out / f"train-{k:05d}-of-{n:05d}.tfrecord"), "samples": samples[k * per:(k + 1) * per],
+                  "key": key} for k in range(n)]
         todo, done = [], []
         for s in specs:
             side = Path(s["path"]).with_name(f".{Path(s['path']).name}.json")
             if Path(s["path"]).is_file() and side.is_file():
                 st = json.loads(side.read_text())
-                if st.get("inputs") == len(s["samples"]) and st.get("bytes") == Path(s["path"]).stat().st_size:
+                if (st.get("key") == key and st.get("inputs") == len(s["samples"])
+                        and st.get("bytes") == Path(s["path"]).stat().st_size):
                     done.append(st)
                     continue
             todo.append(s)
@@ -211,7 +217,7 @@ def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
             "class_names": classes, "class_counts": counts, "shards": shards_meta, "image_size": image_size,
             "image_sizes": sizes, "colour_order": "RGB (encoded files; decoders return RGB)",
             "image_storage": "bytes" if cfg.binary_img else "path", "source": str(inp.resolve()),
-            "parameters": cfg.to_dict(), "skipped": errors, "preprocessing": contract}
+            "parameters": cfg.output_params(), "skipped": errors, "preprocessing": contract}
 
     report = {"output": str(out), "num_samples": meta["num_samples"], "num_classes": len(classes),
               "shards": len(shards_meta), "skipped": len(errors), "skipped_items": errors[:20],
@@ -236,6 +242,6 @@ def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
         report.update(test_images=tfold.num_images, test_bin=str(out / f"{cfg.test_name}.bin"),
                       test_positives=len(pos), test_negatives=len(neg))
     atomic_write_json(out / "metadata.json", meta)
-    write_manifest(out, "build", cfg.to_dict(), {"input": inp},
+    write_manifest(out, "build", cfg.output_params(), run["inputs"],
                    {"num_samples": meta["num_samples"], "num_classes": len(classes), "skipped": len(errors)}, contract)
     return report

@@ -19,6 +19,15 @@ COMMON = ("params", "set", "json", "no_progress", "help")
 TOOLS: dict[str, tuple[Callable, Callable, str]] = {}
 
 
+class ArgsError(Exception):
+    """A command line argparse cannot read (kept as an exception so --json can report it)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise ArgsError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def tool(name: str, help: str, parser: Callable):
     def deco(fn):
         TOOLS[name] = (fn, parser, help)
@@ -212,7 +221,7 @@ def _pipeline(a):
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="recface",
         description="recface: convert, align, build, train, evaluate and export face-recognition models.",
         epilog="Each verb has its own --help. With --json the last line printed is a JSON summary.")
@@ -232,15 +241,66 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(verb: str, msg: str, as_json: bool) -> int:
+    msg = " ".join(str(msg).split()).removeprefix(f"recface {verb}: ") or "failed"  # one line
     print(f"recface {verb}: error: {msg}", file=sys.stderr)
     if as_json:
-        print(json.dumps({"ok": False, "error": msg}))
+        print(json.dumps(strict_json({"ok": False, "error": msg}), allow_nan=False))
     return 1
+
+
+def strict_json(o):
+    """``o`` with NaN/Inf as null and numpy/Path values as plain ones: what ``--json`` prints is
+    strict JSON (``jq`` and JavaScript read it)."""
+    import math
+
+    from .io_utils import _json_default
+
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {str(k): strict_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [strict_json(v) for v in o]
+    if o is None or isinstance(o, (str, int, bool)):
+        return o
+    try:
+        return strict_json(_json_default(o))
+    except TypeError:
+        return str(o)
+
+
+def error_message(e: BaseException) -> str | None:
+    """The one-line message for a failure recface expects (bad input, a full disk, a file that
+    exists, TensorFlow or onnxruntime refusing data); None for anything else (a bug)."""
+    if isinstance(e, RecfaceError):
+        return str(e)
+    if isinstance(e, OSError):
+        what = e.strerror or type(e).__name__
+        where = e.filename or ""
+        if getattr(e, "filename2", None):
+            where = f"{where} -> {e.filename2}"
+        return f"{where}: {what}" if where else f"{what} ({e})"
+    if isinstance(e, MemoryError):
+        return "out of memory (MemoryError): the input is larger than this machine can hold; use smaller batches or files"
+    mod = type(e).__module__ or ""
+    if mod.startswith(("tensorflow", "onnxruntime", "yaml", "h5py", "keras")):
+        first = (str(getattr(e, "message", "")) or str(e)).strip().splitlines()
+        return f"{type(e).__name__}: {first[0][:400] if first else ''}"
+    if isinstance(e, (ValueError, KeyError, UnicodeError, EOFError)):
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parser.parse_args(argv)
+    except ArgsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        if "--json" in argv:
+            print(json.dumps({"ok": False, "error": str(e)}))
+        return 2
     if not args.verb:
         parser.print_help()
         return 2
@@ -259,13 +319,19 @@ def main(argv: list[str] | None = None) -> int:
             if not args.json:
                 for k, v in summary.items():
                     print(f"{k}: {v}")
-    except RecfaceError as e:
-        return _fail(args.verb, str(e), args.json)
-    except FileNotFoundError as e:
-        return _fail(args.verb, f"{e.filename}: {e.strerror}", args.json)
+    except KeyboardInterrupt:
+        return _fail(args.verb, "interrupted (Ctrl-C); a rerun resumes where it stopped", args.json)
+    except Exception as e:  # noqa: BLE001 - the --json contract: every failure ends in one JSON line
+        msg = error_message(e)
+        if msg is None:
+            if not args.json:
+                raise  # a bug: the traceback is what we need to see
+            import traceback
+            traceback.print_exc()
+            msg = f"internal error ({type(e).__name__}: {e}); please report it with the traceback above"
+        return _fail(args.verb, msg, args.json)
     if args.json:
-        from .io_utils import _json_default
-        print(json.dumps({"ok": True, **summary}, default=_json_default))
+        print(json.dumps(strict_json({"ok": True, **summary}), allow_nan=False))
     return 0
 
 

@@ -4,6 +4,7 @@ name the key and list the valid ones."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -18,7 +19,16 @@ def choice(default, choices: tuple, help: str = ""):
     return field(default=default, metadata={"choices": tuple(choices), "help": help})
 
 
-def param(default, help: str = "", **kw):
+def param(default, help: str = "", lo=None, hi=None, role: str = "", runtime: bool = False, **kw):
+    """A stage parameter. ``lo``/``hi``: inclusive bounds of a number (checked with the type, with
+    NaN/Inf refused for every float); ``role``: 'input' (a path the stage reads: fingerprinted,
+    never written) or 'output'; ``runtime``: does not change the output (workers, batch sizes,
+    grids), so a rerun that differs only in it still resumes."""
+    kw.update({k: v for k, v in (("lo", lo), ("hi", hi)) if v is not None})
+    if role:
+        kw["role"] = role
+    if runtime:
+        kw["runtime"] = True
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
@@ -59,6 +69,18 @@ def _check_type(name: str, value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}{name}: expected {_tname(tp)}, got {type(value).__name__} {value!r}")
 
 
+def check_number(name: str, v: Any, lo=None, hi=None) -> None:
+    """A float must be finite; a number must lie in [lo, hi] where given (one rule for every
+    stage parameter, the plan and head parameters)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ConfigError(f"{name}: must be a finite number, got {v}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        rng = f"in [{lo}, {hi}]" if lo is not None and hi is not None else (f">= {lo}" if lo is not None else f"<= {hi}")
+        raise ConfigError(f"{name}: must be {rng}, got {v}")
+
+
 def _tname(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -88,6 +110,7 @@ class StageConfig:
             ch = f.metadata.get("choices")
             if ch and v not in ch:
                 raise ConfigError(f"{where}{f.name}: {v!r} is not one of {', '.join(map(repr, ch))}")
+            check_number(f"{where}{f.name}", v, f.metadata.get("lo"), f.metadata.get("hi"))
             kwargs[f.name] = v
         cfg = cls(**kwargs)
         cfg.validate(where)
@@ -121,6 +144,20 @@ class StageConfig:
 
     def replace(self, **kw) -> "StageConfig":
         return type(self).from_dict({**self.to_dict(), **kw})
+
+    @classmethod
+    def fields_with(cls, key: str, value=True) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if f.metadata.get(key) == value]
+
+    def input_paths(self) -> dict[str, str | list]:
+        """The non-empty parameters with role 'input' (paths this stage reads)."""
+        return {k: getattr(self, k) for k in self.fields_with("role", "input") if getattr(self, k)}
+
+    def output_params(self) -> dict:
+        """What decides the output's content: every parameter except inputs and outputs (those are
+        fingerprinted by content) and runtime ones. A resumed run must match these."""
+        skip = set(self.fields_with("role", "input") + self.fields_with("role", "output") + self.fields_with("runtime"))
+        return {k: v for k, v in self.to_dict().items() if k not in skip}
 
     @classmethod
     def help(cls) -> dict[str, str]:

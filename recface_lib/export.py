@@ -22,7 +22,7 @@ import numpy as np
 from .bundle import write_bundle
 from .config import StageConfig, param
 from .errors import ConfigError, FormatError
-from .manifest import check_contract, fingerprint, write_manifest
+from .manifest import check_contract, check_not_input, fingerprint, read_manifest, write_manifest
 
 FORMATS = ("keras", "saved_model", "onnx", "tflite")
 MIN_COSINE = 0.9999
@@ -30,10 +30,10 @@ MIN_COSINE = 0.9999
 
 @dataclass
 class ExportConfig(StageConfig):
-    run: str = param("", "training run folder (model.json, final/, best/)")
-    output: str = param("", "bundle path (.zip), never inside the run folder")
-    check_images: str = param("", "face photos the exported formats are checked on (aligned crops or photos)")
-    classifier: str = param("", "classifier folder fitted with this model ('' : none)")
+    run: str = param("", "training run folder (model.json, final/, best/)", role="input")
+    output: str = param("", "bundle path (.zip), never inside the run folder or any input", role="output")
+    check_images: str = param("", "face photos the exported formats are checked on (aligned crops or photos)", role="input")
+    classifier: str = param("", "classifier folder fitted with this model ('' : none)", role="input")
     weights: str = param("final", "final, or a validation set's best weights")
     formats: list = param(list(FORMATS), "formats in the bundle: keras, saved_model, onnx, tflite")
     identify: list = param([], "photos to identify with the bundle (onnxruntime) after export")
@@ -75,19 +75,42 @@ def _check_faces(embedder, folder: str | os.PathLike | None, n: int) -> list[np.
     return [embedder.prepare(read_image(p))[0] for p in paths]
 
 
+def check_classifier(classifier, ident: str, dim: int, run: Path, weights: str) -> dict:
+    """The classifier's metadata if it was fitted with exactly these weights (content hash) and
+    embedding size; else an error saying how to fit the right one."""
+    c = Path(classifier)
+    for k in ("classifier.json", "classifier.npz"):
+        if not (c / k).is_file():
+            raise ConfigError(f"classifier: {c / k} not found (a `recface classify --output` folder's classifier/)")
+    try:
+        cmeta = json.loads((c / "classifier.json").read_text())
+    except (OSError, ValueError) as e:
+        raise FormatError(f"{c / 'classifier.json'}: unreadable ({e})") from e
+    if not isinstance(cmeta, dict) or cmeta.get("embedder_id") != ident or int(cmeta.get("dim", -1)) != dim:
+        cmeta = cmeta if isinstance(cmeta, dict) else {}
+        raise ConfigError(f"classifier: {c} was fitted on {cmeta.get('dim')}-d embeddings of "
+                          f"{cmeta.get('embedder') or 'another embedder'} (weights {cmeta.get('embedder_id') or 'unknown'}); "
+                          f"this model's {weights} weights are {ident} ({dim}-d). Fit it again with embedder: {run}")
+    return cmeta
+
+
 def export(run: str | os.PathLike, out: str | os.PathLike, check_images: str | os.PathLike | None = None,
            classifier: str | os.PathLike | None = None, weights: str = "final", formats=FORMATS,
            check_count: int = 32) -> dict:
     import tensorflow as tf
 
     from . import __version__
+    from .embedders.factory import model_identity
     from .embedders.model import KerasBackend, OnnxBackend, load_run, preprocess, run_weights
 
     check_formats(formats)
     run = Path(run)
+    check_not_input(out, {"run": run, "check_images": check_images, "classifier": classifier}, "export")
     emb = load_run(run, weights)
     contract = check_contract(emb.contract, f"{run}/model.json", model=True)
     model, spec = emb.backend.model, dict(emb.spec)
+    ident = model_identity(str(run), weights)
+    cmeta = check_classifier(classifier, ident, int(spec["embd_shape"]), run, weights) if classifier else None
     faces = _check_faces(emb, check_images, check_count)
     x = preprocess(faces, emb.size, emb.normalization)
     ref = np.asarray(model(x, training=False), np.float64)
@@ -127,7 +150,7 @@ def export(run: str | os.PathLike, out: str | os.PathLike, check_images: str | o
         if failed:
             raise FormatError(f"{run}: exported formats disagree with the Keras model on {len(faces)} faces: "
                               + ", ".join(f"{k} min cosine {v:.6f}" for k, v in failed.items()))
-        manifest = _read_json(run / "manifest.json")
+        manifest = read_manifest(run) or {}
         best = manifest.get("summary", {}).get("best", {})
         thr = next((b.get("threshold") for b in best.values() if b.get("threshold") is not None), None)
         meta = {**spec, "format_version": 2, "recface_version": __version__,
@@ -135,7 +158,7 @@ def export(run: str | os.PathLike, out: str | os.PathLike, check_images: str | o
                 "input": {"size": emb.size, "color_order": "RGB", "layout": "NHWC float32",
                           "normalization": emb.normalization},
                 "preprocessing": contract,
-                "verification_threshold": thr, "flip_tta": True,
+                "verification_threshold": thr, "flip_tta": True, "weights_sha256": ident,
                 "training": {"run": str(run), "weights": weights, "dataset": spec.get("dataset"),
                              "metrics": {k: manifest.get("summary", {}).get(k) for k in ("loss", "accuracy", "validation", "best", "global_step")}},
                 "formats": {k: {"checked_min_cosine": round(v, 7)} for k, v in checks.items()},
@@ -145,18 +168,7 @@ def export(run: str | os.PathLike, out: str | os.PathLike, check_images: str | o
         if "saved_model" in formats:
             members["saved_model"] = t / "saved_model"
         if classifier:
-            c = Path(classifier)
-            for k in ("classifier.json", "classifier.npz"):
-                if not (c / k).is_file():
-                    raise ConfigError(f"classifier: {c / k} not found (a `recface classify --output` folder's classifier/)")
-                members[k] = c / k
-            cmeta = json.loads((c / "classifier.json").read_text())
-            emb_src = cmeta.get("embedder") or ""
-            same_model = emb_src and (emb_src != "dlib_resnet" and Path(emb_src).resolve() == run.resolve())
-            if not same_model or int(cmeta.get("dim", -1)) != int(spec["embd_shape"]):
-                raise ConfigError(f"classifier: {c} was fitted on {cmeta.get('dim')}-d embeddings of "
-                                  f"{cmeta.get('embedder') or 'another embedder'}; this model gives "
-                                  f"{spec['embd_shape']}-d. Fit it with embedder: {run}")
+            members.update({k: Path(classifier) / k for k in ("classifier.json", "classifier.npz")})
             meta["classifier"] = {k: v for k, v in cmeta.items() if k != "params"}
         write_bundle(out, meta, members)
     write_manifest(out, "export", {"weights": weights, "formats": list(formats)},
@@ -164,13 +176,6 @@ def export(run: str | os.PathLike, out: str | os.PathLike, check_images: str | o
                     "classifier": classifier or None}, {"formats": len(checks)}, contract)
     return {"bundle": str(out), "bytes": out.stat().st_size, "checks": checks, "formats": list(checks),
             "classifier": bool(classifier), "verification_threshold": thr}
-
-
-def _read_json(p: Path) -> dict:
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 __all__ = ["ExportConfig", "run", "export", "FORMATS"]

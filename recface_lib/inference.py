@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .embedders.model import ModelEmbedder, load_bundle, load_run
-from .errors import ConfigError
+from .errors import ConfigError, FormatError
 from .io_utils import load_item
 from .protocol.verification import flip_sum
 
@@ -55,6 +55,8 @@ class FaceRecognizer:
     def from_bundle(cls, path: str | os.PathLike, backend: str = "onnx", threads: int = 0) -> "FaceRecognizer":
         emb, files = load_bundle(path, backend, threads)
         clf = None
+        if ("classifier.json" in files) != ("classifier.npz" in files):
+            raise FormatError(f"{path}: the bundle has only one of classifier.json and classifier.npz")
         if "classifier.json" in files:
             import tempfile
             from pathlib import Path

@@ -19,11 +19,12 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp", ".
 def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it onto ``final`` only if the block succeeds.
 
-    A crash leaves at most a ``.tmp`` file, never a half-written ``final``. The file gets the mode
+    A crash leaves at most a ``.<name>.tmp-*`` file (removed by the next run, ``manifest.clean_stale``),
+    never a half-written ``final``. The file gets the mode
     a plain ``open()`` would give it (0666 less the umask), not mkstemp's 0600."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix or ".tmp", dir=final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.tmp-", suffix=suffix or "", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -77,12 +78,60 @@ def image_kind(data: bytes) -> str | None:
     return None
 
 
+def image_complete(data: bytes, kind: str | None = None) -> bool:
+    """False for a JPEG without its end-of-image marker or a PNG without its IEND chunk (a payload
+    cut short); a cheap check that needs no decoding."""
+    kind = kind or image_kind(data)
+    if kind == "jpg":
+        return b"\xff\xd9" in data[-64:]
+    if kind == "png":
+        return b"IEND" in data[-16:]
+    return True
+
+
+def max_pixels() -> int:
+    """The largest image recface decodes: ``RECFACE_MAX_MEGAPIXELS`` (default 50) million pixels.
+    A face photo is far smaller; a 20000 x 20000 PNG of 1 MB would need 1.2 GB decoded."""
+    try:
+        return int(float(os.environ.get("RECFACE_MAX_MEGAPIXELS", "50")) * 1e6)
+    except ValueError:
+        raise ImageDecodeError(f"RECFACE_MAX_MEGAPIXELS: not a number: {os.environ['RECFACE_MAX_MEGAPIXELS']!r}") from None
+
+
+def image_dimensions(data: bytes) -> tuple[int, int] | None:
+    """(width, height) read from the header alone (no decoding); None when the header is unreadable."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Image.MAX_IMAGE_PIXELS = None  # our own limit applies, below
+            with Image.open(io.BytesIO(data)) as im:
+                return int(im.size[0]), int(im.size[1])
+    except Exception:  # PIL raises many types for a broken header; the decoder names the file later
+        return None
+
+
+def check_pixels(data: bytes, source: str) -> None:
+    """Refuse, before decoding, an image whose header declares more pixels than :func:`max_pixels`."""
+    dims = image_dimensions(data)
+    if dims and dims[0] * dims[1] > max_pixels():
+        raise ImageDecodeError(f"{source}: image of {dims[0]} x {dims[1]} pixels ({dims[0] * dims[1] / 1e6:.0f} MP) "
+                               f"exceeds the limit of {max_pixels() / 1e6:g} MP (a decompression bomb?); "
+                               "raise RECFACE_MAX_MEGAPIXELS to read it")
+
+
 def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
-    """Decode encoded image bytes to RGB uint8 HxWx3 (grayscale is replicated to 3 channels)."""
+    """Decode encoded image bytes to RGB uint8 HxWx3 (grayscale is replicated to 3 channels);
+    images above the pixel limit are refused from their header, before any pixel is decoded."""
     import cv2
 
     if not data:
         raise ImageDecodeError(f"{source}: empty image (0 bytes)")
+    check_pixels(data, source)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if arr is None or arr.size == 0:
         raise ImageDecodeError(f"{source}: cannot decode image ({len(data)} bytes, not a valid image)")

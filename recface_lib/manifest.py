@@ -77,40 +77,205 @@ def declared_contract(assume_aligned: int = 0, contract_file: str = "") -> dict 
 
 
 # -- fingerprints ----------------------------------------------------------------------------------
+FULL_HASH_LIMIT = 1 << 30   # files up to 1 GiB are hashed whole
+SAMPLE_BLOCKS = 64          # larger files: this many evenly spaced 1 MiB blocks (+ size and mtime)
+FOLDER_SAMPLES = 64         # folders: every file's path and size, and the first 64 KiB of this many files
+
+
+def _hash_file(p: Path, size: int) -> tuple[str, str]:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        if size <= FULL_HASH_LIMIT:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+            return h.hexdigest()[:32], "full"
+        for k in range(SAMPLE_BLOCKS):
+            f.seek((size - (1 << 20)) * k // (SAMPLE_BLOCKS - 1))
+            h.update(f.read(1 << 20))
+    h.update(f"{size}:{p.stat().st_mtime_ns}".encode())
+    return h.hexdigest()[:32], "sampled"
+
+
 def fingerprint(path: str | os.PathLike) -> dict:
-    """A cheap content fingerprint: for a file its size and the SHA-256 of its first and last MiB
-    (whole content when smaller); for a folder the SHA-256 of every file's relative path and size
-    (and of a manifest inside it, whose own fingerprints cover its inputs)."""
+    """The content fingerprint reruns are keyed on. A file: SHA-256 of its whole content (above
+    1 GiB: of 64 evenly spaced 1 MiB blocks, its size and mtime). A folder: SHA-256 of every
+    visible file's relative path and size, of the first 64 KiB of 64 files spread over the sorted
+    list, and of a manifest at its top (whose own fingerprints cover the folder's sources).
+    Folder mtimes are left out on purpose: copying a dataset to another disk (Colab: Drive to the
+    local SSD) must not make a resume refuse the same data."""
     p = Path(path)
     if p.is_file():
-        h = hashlib.sha256()
         size = p.stat().st_size
-        with open(p, "rb") as f:
-            h.update(f.read(1 << 20))
-            if size > 2 << 20:
-                f.seek(size - (1 << 20))
-                h.update(f.read())
-            elif size > 1 << 20:
-                h.update(f.read())
-        return {"path": str(p.resolve()), "kind": "file", "bytes": size, "sha256": h.hexdigest()[:32]}
+        digest, how = _hash_file(p, size)
+        return {"path": str(p.resolve()), "kind": "file", "bytes": size, "sha256": digest, "hash": how}
     if p.is_dir():
         h = hashlib.sha256()
-        n = total = 0
+        listing = []
         for root, dirs, files in os.walk(p):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
-                if name.startswith("."):
-                    continue
-                q = Path(root) / name
-                rel = q.relative_to(p).as_posix()
-                size = q.stat().st_size
-                h.update(f"{rel}\0{size}\n".encode())
-                if name == MANIFEST and q.parent == p:
-                    h.update(q.read_bytes())
-                n += 1
-                total += size
-        return {"path": str(p.resolve()), "kind": "folder", "files": n, "bytes": total, "sha256": h.hexdigest()[:32]}
+                if not name.startswith("."):
+                    listing.append(Path(root) / name)
+        total = 0
+        for q in listing:
+            size = q.stat().st_size
+            total += size
+            h.update(f"{q.relative_to(p).as_posix()}\0{size}\n".encode())
+            if q.name == MANIFEST and q.parent == p:
+                h.update(_stable_manifest_bytes(q))
+        step = max(1, len(listing) // FOLDER_SAMPLES)
+        for q in listing[::step][:FOLDER_SAMPLES]:
+            if q.name != MANIFEST:
+                with open(q, "rb") as f:
+                    h.update(f.read(1 << 16))
+        return {"path": str(p.resolve()), "kind": "folder", "files": len(listing), "bytes": total,
+                "sha256": h.hexdigest()[:32]}
     return {"path": str(p), "kind": "missing"}
+
+
+def _stable_manifest_bytes(q: Path) -> bytes:
+    """A manifest's lineage (stage, inputs' hashes, parameters, counts), not its paths: the same
+    data moved or re-described keeps its fingerprint."""
+    try:
+        m = json.loads(q.read_text())
+    except (OSError, ValueError):
+        return q.read_bytes()
+    ins = {k: (v.get("sha256") if isinstance(v, dict) else v) for k, v in (m.get("inputs") or {}).items()}
+    return json.dumps([m.get("stage"), ins, m.get("parameters"), m.get("counts")], sort_keys=True, default=str).encode()
+
+
+def fingerprints(inputs: dict) -> dict:
+    """role -> fingerprint (a list of them for a list of paths); values that name no file or folder
+    (``dlib_resnet``) are kept as given."""
+    out = {}
+    for k, v in inputs.items():
+        if not v:
+            continue
+        if isinstance(v, dict):
+            out[k] = v
+        elif isinstance(v, (list, tuple)):
+            out[k] = [fingerprint(x) if Path(str(x)).exists() else {"name": str(x)} for x in v]
+        else:
+            out[k] = fingerprint(v) if Path(str(v)).exists() else {"name": str(v)}
+    return out
+
+
+def _content(fp):
+    if isinstance(fp, list):
+        return [_content(x) for x in fp]
+    return fp.get("sha256", fp.get("name")) if isinstance(fp, dict) else fp
+
+
+# -- reruns: one rule for every stage ----------------------------------------------------------------
+def check_not_input(output: str | os.PathLike, inputs: dict, stage: str) -> None:
+    """Outputs never replace inputs: ``output`` (symlinks resolved) must not be an input, lie inside
+    an input folder (a run or dataset another stage reads), or contain an input (a fresh start
+    would remove it)."""
+    if not output:
+        return
+    ro = Path(output).resolve()
+    for role, v in inputs.items():
+        for x in (v if isinstance(v, (list, tuple)) else [v]):
+            if not x or not Path(str(x)).exists():
+                continue
+            ri = Path(str(x)).resolve()
+            if ri == ro:
+                raise ConfigError(f"{stage}: output {output} is the input {role} ({x}); inputs are never replaced")
+            if ri.is_dir() and ri in ro.parents:
+                raise ConfigError(f"{stage}: output {output} lies inside the input {role} folder {x}; "
+                                  "write it elsewhere (inputs are never changed)")
+            if ro in ri.parents:
+                raise ConfigError(f"{stage}: the input {role} {x} lies inside the output {output}; choose another output")
+
+
+def _changes(m: dict, stage: str, parameters: dict, fps: dict) -> list[str]:
+    out = []
+    if m.get("stage") != stage:
+        out.append(f"made by the {m.get('stage')} stage, not {stage}")
+    old_in = m.get("inputs") or {}
+    for role in sorted(set(old_in) | set(fps)):
+        a, b = old_in.get(role), fps.get(role)
+        if _content(a) != _content(b):
+            where = lambda f: (f[0] if isinstance(f, list) and f else f or {}).get("path", (f or {}).get("name", "none")) \
+                if isinstance(f, (dict, list)) else "none"
+            out.append(f"input {role}: {where(a)} -> {where(b)}" + (" (same path, content changed)" if where(a) == where(b) else ""))
+    old_p = m.get("parameters") or {}
+    for k in sorted(set(old_p) | set(parameters)):
+        if old_p.get(k) != parameters.get(k):
+            out.append(f"{k}: {old_p.get(k)!r} -> {parameters.get(k)!r}")
+    return out
+
+
+def clean_stale(folder: str | os.PathLike) -> int:
+    """Remove the temporaries a killed run leaves (``.<name>.tmp-*`` files of atomic writes,
+    ``.tmp-*`` checkpoint folders, ``.<class>.partial`` folders); returns how many."""
+    import shutil
+
+    root = Path(folder)
+    if not root.is_dir():
+        return 0
+    n = 0
+    for dirpath, dirs, files in os.walk(root):
+        for name in list(dirs) + files:
+            if name.startswith(".") and (".tmp-" in name or name.startswith(".tmp-") or name.endswith(".partial")):
+                q = Path(dirpath) / name
+                shutil.rmtree(q, ignore_errors=True) if q.is_dir() else q.unlink(missing_ok=True)
+                if name in dirs:
+                    dirs.remove(name)
+                n += 1
+    return n
+
+
+def run_key(fps: dict, parameters: dict) -> str:
+    """A short key of (input content, parameters): the parts of an output (shards, checkpoints)
+    carry it, so a part made under another key is never counted as done."""
+    return hashlib.sha256(json.dumps([_content(v) for _, v in sorted(fps.items())] + [parameters], sort_keys=True,
+                                     default=str).encode()).hexdigest()[:16]
+
+
+def begin_output(output: str | os.PathLike, stage: str, parameters: dict, inputs: dict, force: bool = False,
+                 contract: dict | None = None) -> dict:
+    """The rerun rule of every stage whose output is reused or resumed. An empty or absent output
+    starts fresh; one whose manifest has the same stage, input content and parameters resumes; any
+    other is refused naming what changed, or with ``force`` removed (moved aside to
+    ``<output>.old-<time>`` when recface did not make it: no manifest). Stale temporaries are
+    cleaned and a ``running`` manifest is written before any work, so a killed run is recognised
+    too. Returns ``{"inputs": fingerprints, "resumed": bool, "replaced": what was done or None}``."""
+    import shutil
+    import time
+
+    out = Path(output)
+    fps = fingerprints(inputs)
+    exists = out.is_file() or (out.is_dir() and any(out.iterdir()))
+    resumed, replaced = False, None
+    if exists:
+        try:
+            m = read_manifest(out)
+        except FormatError:
+            m = {"stage": "unreadable"}
+        changes = ["it has no recface manifest (not made by recface, or before it kept one)"] if m is None \
+            else _changes(m, stage, parameters, fps)
+        if changes and not force:
+            raise ConfigError(f"{stage}: {out} exists and was made differently: {'; '.join(changes)}. Choose a new "
+                              "output, or start fresh with force (--force): it is then removed, never mixed")
+        if changes:
+            if m is None:
+                replaced = f"{out}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+                os.replace(out, replaced)
+                replaced = f"moved aside to {replaced}"
+            else:
+                shutil.rmtree(out) if out.is_dir() else out.unlink()
+                manifest_path(out).unlink(missing_ok=True)
+                replaced = "removed (force)"
+        else:
+            resumed = True
+    if out.is_dir():
+        clean_stale(out)
+    elif out.parent.is_dir():
+        for q in out.parent.glob(f".{out.name}.tmp-*"):
+            q.unlink(missing_ok=True)
+    write_manifest(out, stage, parameters, fps, {"status": "running"}, contract)
+    return {"inputs": fps, "resumed": resumed, "replaced": replaced}
 
 
 # -- manifests -------------------------------------------------------------------------------------
@@ -129,7 +294,7 @@ def write_manifest(output: str | os.PathLike, stage: str, parameters: dict, inpu
     from . import __version__
     from .io_utils import atomic_write_json
 
-    fps = {k: (v if isinstance(v, dict) else fingerprint(v)) for k, v in (inputs or {}).items() if v}
+    fps = fingerprints(inputs or {})
     m = {"stage": stage, "recface_version": __version__, "output": str(output), "inputs": fps,
          "parameters": parameters, "counts": counts or {}, "preprocessing": contract, **extra}
     return atomic_write_json(manifest_path(output), m)
@@ -152,5 +317,5 @@ def input_contract(path: str | os.PathLike) -> dict | None:
     return None if m is None else m.get("preprocessing")
 
 
-__all__ = ["CONTRACT_KEYS", "MODEL_CONTRACT_KEYS", "check_contract", "declared_contract", "fingerprint",
-           "input_contract", "manifest_path", "read_manifest", "template_at", "write_manifest"]
+__all__ = ["CONTRACT_KEYS", "MODEL_CONTRACT_KEYS", "begin_output", "check_contract", "check_not_input",
+           "clean_stale", "declared_contract", "run_key", "fingerprint", "fingerprints", "input_contract", "manifest_path", "read_manifest", "template_at", "write_manifest"]

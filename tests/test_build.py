@@ -117,7 +117,7 @@ def test_config_errors():
         BuildConfig.from_dict({"shard_sise": 3})
     with pytest.raises(ConfigError, match=r"test_split: expected float, got str '0.1'"):
         BuildConfig.from_dict({"test_split": "0.1"})
-    with pytest.raises(ConfigError, match="must not be or lie inside the input"):
+    with pytest.raises(ConfigError, match="lies inside the input input folder"):
         build({"input": str(REPO), "output": str(REPO / "x")}, show_progress=False)
 
 

@@ -138,7 +138,7 @@ def test_export_refuses_a_classifier_of_another_embedder(trained, tmp_path):
     other = tmp_path / "other_clf"
     other.mkdir()
     meta = json.loads((clf / "classifier.json").read_text())
-    meta["embedder"] = "dlib_resnet"
+    meta["embedder"] = meta["embedder_id"] = "dlib_resnet"
     (other / "classifier.json").write_text(json.dumps(meta))
     (other / "classifier.npz").write_bytes((clf / "classifier.npz").read_bytes())
     proc = run_cli("export", "--run", str(trained["root"] / "run"), "--output", str(tmp_path / "x.zip"),

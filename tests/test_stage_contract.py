@@ -129,6 +129,11 @@ def test_cli_options_equal_config_fields(name):
                 assert a.option_strings[0] == "--" + a.dest.replace("_", "-")
 
 
+def name_needs_16(name: str) -> bool:
+    """Fields where 0 means 'off' and a size starts at 16 px (validated across values)."""
+    return name in ("size", "assume_aligned")
+
+
 def _sample_values(cls):
     """A non-default value for every field, of the right type."""
     import typing
@@ -143,10 +148,17 @@ def _sample_values(cls):
             vals[f.name] = ch[-1] if ch[-1] != default else ch[0]
         elif tp is bool:
             vals[f.name] = not default
-        elif tp is int:
-            vals[f.name] = default + 3
-        elif tp is float:
-            vals[f.name] = default + 0.25
+        elif tp in (int, float):  # inside the field's bounds (lo, hi)
+            step = 3 if tp is int else 0.25
+            lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+            v = default + step
+            if hi is not None and v > hi:
+                v = default - step if lo is None or default - step >= lo else (lo + hi) / 2
+            if lo is not None and v < lo:
+                v = lo
+            vals[f.name] = tp(v) if v != default else tp(lo if lo != default else hi)
+            if name_needs_16(f.name) and 0 < vals[f.name] < 16:
+                vals[f.name] = 16 + step * 4
         elif tp is str:
             vals[f.name] = f"some/{f.name}"
     return vals

@@ -8,58 +8,46 @@ from ..config import StageConfig, choice, param
 
 @dataclass
 class AlignConfig(StageConfig):
-    input: str = param("", "identity folder (root/<identity>/<image>) or a verification .bin")
-    output: str = param("", "new folder (for a folder input) or new .bin; never the input")
+    input: str = param("", "identity folder (root/<identity>/<image>) or a verification .bin", role="input")
+    output: str = param("", "new folder (for a folder input) or new .bin; never the input", role="output")
     detector: str = choice("mtcnn", ("mtcnn", "dlib_hog", "dlib_mmod", "dlib_hog+dlib_mmod", "mtcnn+dlib_mmod"),
                            "face detector ('+' chains a fallback detector)")
     method: str = choice("landmarks", ("landmarks", "box", "margin"),
                          "landmarks: 5-point similarity to the ArcFace template; box: detector box crop; "
                          "margin: box plus a pixel margin (facenet)")
-    size: int = param(112, "output side in pixels")
+    size: int = param(112, "output side in pixels", lo=16, hi=1024)
     square: bool = param(False, "box method: make the box square first (the recface guide's face_detector_square)")
-    margin: int = param(32, "margin method: pixels added around the box (facenet: 32 at 160, 44 at 182)")
+    margin: int = param(32, "margin method: pixels added around the box (facenet: 32 at 160, 44 at 182)", lo=0, hi=1024)
     on_failure: str = choice("error", ("error", "keep", "drop"),
                              "no face: error stops naming the file; keep writes the whole image resized; "
                              "drop leaves it out and lists it")
     select: str = choice("center", ("center", "largest", "score"), "which face when several are found")
-    min_prob: float = param(0.4, "MTCNN: least final probability (the recface guide's face_detector_prob)")
-    min_face_size: int = param(20, "MTCNN: smallest face in pixels")
-    upsample: int = param(1, "dlib detectors: image upsampling count")
+    min_prob: float = param(0.4, "MTCNN: least final probability (the recface guide's face_detector_prob)", lo=0.0, hi=1.0)
+    min_face_size: int = param(20, "MTCNN: smallest face in pixels", lo=4, hi=4096)
+    upsample: int = param(1, "dlib detectors: image upsampling count", lo=0, hi=4)
     landmarks: str = choice("5", ("5", "68"), "dlib landmark model ('68' is iBUG-licensed: non-commercial)")
     manual_boxes: dict = param({}, "image path (relative to input) or .bin index -> [x1, y1, x2, y2] replacing detection")
     image_format: str = choice("jpg", ("jpg", "png"), "encoding of the aligned images")
-    jpeg_quality: int = param(95, "JPEG quality")
-    min_images: int = param(0, "folder input: only identities with at least this many images")
-    max_images: int = param(0, "folder input: at most the first N images of each identity (0: all)")
-    exclude_pairs: str = param("", "folder input: leave out people of this pairs.txt (keep evaluation people unseen)")
+    jpeg_quality: int = param(95, "JPEG quality", lo=1, hi=100)
+    min_images: int = param(0, "folder input: only identities with at least this many images", lo=0)
+    max_images: int = param(0, "folder input: at most the first N images of each identity (0: all)", lo=0)
+    exclude_pairs: str = param("", "folder input: leave out people of this pairs.txt (keep evaluation people unseen)", role="input")
     exclude_folds: list = param([], "folds (1-based, as LFW numbers them) of exclude_pairs whose people are left out ([]: all folds)")
-    exclude_people_of: str = param("", "folder input: leave out people who have a sub-folder here (e.g. friends16/train)")
-    workers: int = param(1, "worker processes")
-    batch_size: int = param(16, "images per detector call (MTCNN batches same-size images)")
-    grid_samples: int = param(32, "aligned faces shown in the report grid")
+    exclude_people_of: str = param("", "folder input: leave out people who have a sub-folder here (e.g. friends16/train)", role="input")
+    workers: int = param(1, "worker processes", lo=1, hi=256, runtime=True)
+    batch_size: int = param(16, "images per detector call (MTCNN batches same-size images)", lo=1, hi=4096, runtime=True)
+    grid_samples: int = param(32, "aligned faces shown in the report grid", lo=0, hi=1024, runtime=True)
+    force: bool = param(False, "start fresh: an output made from other inputs or parameters is removed "
+                               "(moved aside if recface did not make it) instead of refused", runtime=True)
 
     def validate(self, where: str = "") -> None:
         from ..data.lfw_pairs import fold_set
-        from ..errors import ConfigError
 
         fold_set(self.exclude_folds, f"{where}exclude_folds")
-        if self.size < 16:
-            raise ConfigError(f"{where}size: must be >= 16, got {self.size}")
-        if self.workers < 1:
-            raise ConfigError(f"{where}workers: must be >= 1, got {self.workers}")
-        if self.batch_size < 1:
-            raise ConfigError(f"{where}batch_size: must be >= 1, got {self.batch_size}")
 
     def detector_params(self) -> dict:
         return {"min_prob": self.min_prob, "min_face_size": self.min_face_size, "upsample": self.upsample,
                 "landmarks": self.landmarks}
-
-    def output_params(self) -> dict:
-        """What decides the output's content (a resumed run must match these)."""
-        d = self.to_dict()
-        for k in ("input", "output", "workers", "batch_size", "grid_samples"):
-            d.pop(k)
-        return d
 
     def contract(self) -> dict:
         """The preprocessing contract of faces aligned with these parameters (see ``manifest``)."""

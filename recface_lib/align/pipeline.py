@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ConfigError, FormatError, ImageDecodeError
 from ..io_utils import atomic_write_bytes, atomic_write_json, decode_image, encode_image, load_item
-from ..manifest import fingerprint, manifest_path, read_manifest, write_manifest
+from ..manifest import begin_output, check_not_input, read_manifest, write_manifest
 from ..parallel import chunked, parallel_map
 from ..progress import progress
 from .config import AlignConfig
@@ -106,33 +106,27 @@ class Aligner:
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-def _check_not_in_place(inp: Path, out: Path) -> None:
-    ri, ro = inp.resolve(), out.resolve()
-    if ri == ro or ri in ro.parents or ro in ri.parents:
-        raise ConfigError(f"align: output {out} must not be the input {inp} or lie inside/around it (inputs are never changed)")
+def output_names(keys: dict[str, Path], out: Path, ext: str) -> tuple[dict[str, Path], list[dict]]:
+    """Output path per input key: the same relative path with the output extension; inputs whose
+    names would collide (``P/a.jpg`` and ``P/a.png``) keep their own extension in the name
+    (``P/a.jpg.jpg``, ``P/a.png.jpg``), listed in the report, so no face overwrites another."""
+    by_target: dict[Path, list[str]] = {}
+    for k in keys:
+        by_target.setdefault(out / Path(k).with_suffix(ext), []).append(k)
+    target, renamed = {}, []
+    for t, ks in by_target.items():
+        for k in ks:
+            if len(ks) == 1:
+                target[k] = t
+            else:
+                target[k] = out / (k + ext)
+                renamed.append({"input": k, "output": Path(k + ext).as_posix(), "collides_with": [x for x in ks if x != k]})
+    return target, renamed
 
 
 def report_dir_for(output: str | os.PathLike) -> Path:
     out = Path(output)
     return out.with_name((out.stem if out.suffix == ".bin" else out.name) + "_report")
-
-
-def _check_manifest(out: Path, cfg: AlignConfig, source: dict) -> dict | None:
-    """The output's manifest if it was aligned from the same input (content fingerprint) with the
-    same parameters (then a rerun resumes); anything else is refused, never mixed in."""
-    m = read_manifest(out)
-    if m is None:
-        return None
-    mp = manifest_path(out)
-    old = (m.get("inputs") or {}).get("input")
-    if isinstance(old, dict) and old.get("sha256") != source.get("sha256"):
-        raise ConfigError(f"{mp}: {out} was aligned from another input ({old.get('path')}, or it has changed since); "
-                          f"choose a new output for {cfg.input}")
-    if m.get("parameters") != cfg.output_params():
-        diff = {k: (m.get("parameters", {}).get(k), v) for k, v in cfg.output_params().items()
-                if m.get("parameters", {}).get(k) != v}
-        raise ConfigError(f"{mp}: {out} was aligned with other parameters {diff} (old, new); choose a new output")
-    return m
 
 
 def _check_stop(cfg: AlignConfig, r: ItemResult, key: str, source_prefix: str = "") -> None:
@@ -221,17 +215,13 @@ def align_folder(cfg: AlignConfig, show_progress: bool = True) -> dict:
     from ..data.image_folder import list_images
 
     inp, out = Path(cfg.input), Path(cfg.output)
-    _check_not_in_place(inp, out)
     files = select_people(list_images(inp), inp, cfg)
     if not files:
         raise FormatError(f"{inp}: no images found (after the identity selection)")
-    out.mkdir(parents=True, exist_ok=True)
-    source = {"input": fingerprint(inp)}
-    _check_manifest(out, cfg, source["input"])
-    write_manifest(out, "align", cfg.output_params(), source, {"status": "running"}, cfg.contract())
+    run = begin_output(out, "align", cfg.output_params(), cfg.input_paths(), cfg.force, cfg.contract())
     ext = ".png" if cfg.image_format == "png" else ".jpg"
     keys = {f.relative_to(inp).as_posix(): f for f in files}
-    target = {k: out / Path(k).with_suffix(ext) for k in keys}
+    target, renamed = output_names(keys, out, ext)
     log_path = out / ".align_log.jsonl"
     done: dict[str, dict] = {}
     if log_path.is_file():
@@ -257,8 +247,8 @@ def align_folder(cfg: AlignConfig, show_progress: bool = True) -> dict:
     ok_keys = [k for k in sorted(results) if results[k]["status"] in OK_STATUSES]
     samples = [(k, decode_image(target[k].read_bytes())) for k in ok_keys[:cfg.grid_samples]]
     failures = [(k, str(keys[k])) for k in sorted(results) if results[k]["status"] not in ("detected", "manual")]
-    report = _write_report(cfg, results, samples, failures, {"resumed": len(done)})
-    write_manifest(out, "align", cfg.output_params(), source, report["counts"], cfg.contract())
+    report = _write_report(cfg, results, samples, failures, {"resumed": len(done), "renamed": renamed})
+    write_manifest(out, "align", cfg.output_params(), run["inputs"], report["counts"], cfg.contract())
     return report
 
 
@@ -267,11 +257,13 @@ def align_bin(cfg: AlignConfig, show_progress: bool = True) -> dict:
     from ..data.verification_bin import read_bin, write_bin
 
     inp, out = Path(cfg.input), Path(cfg.output)
-    _check_not_in_place(inp, out)
     rdir = report_dir_for(out)
-    if out.is_file() and _check_manifest(out, cfg, fingerprint(inp)) is not None and (rdir / "report.json").is_file():
+    done_before = out.is_file() and (read_manifest(out) or {}).get("counts", {}).get("status") != "running"
+    run = begin_output(out, "align", cfg.output_params(), cfg.input_paths(), cfg.force, cfg.contract())
+    if run["resumed"] and done_before and (rdir / "report.json").is_file():
         report = json.loads((rdir / "report.json").read_text())
-        return {**report, "skipped": "output exists with the same parameters"}
+        write_manifest(out, "align", cfg.output_params(), run["inputs"], report["counts"], cfg.contract())
+        return {**report, "skipped": "output exists, made from the same input with the same parameters"}
     ps = read_bin(inp)
     triples = [(str(i), b, cfg.manual_boxes.get(str(i), cfg.manual_boxes.get(i))) for i, b in enumerate(ps.images)]
     aligned: dict[int, bytes] = {}
@@ -293,7 +285,7 @@ def align_bin(cfg: AlignConfig, show_progress: bool = True) -> dict:
     extra = {"pairs_in": ps.num_pairs, "pairs_out": len(keep_pairs), "pairs_removed": ps.num_pairs - len(keep_pairs)}
     # keys as strings sort lexicographically in the failure list; keep numeric order for .bin
     report = _write_report(cfg, {f"{int(k):06d}": v for k, v in results.items()}, samples, failures, extra)
-    write_manifest(out, "align", cfg.output_params(), {"input": inp}, report["counts"], cfg.contract())
+    write_manifest(out, "align", cfg.output_params(), run["inputs"], report["counts"], cfg.contract())
     return report
 
 
@@ -306,6 +298,7 @@ def align(cfg: AlignConfig | dict, show_progress: bool = True) -> dict:
     inp = Path(cfg.input)
     if not inp.exists():
         raise FormatError(f"{inp}: no such file or folder")
+    check_not_input(cfg.output, cfg.input_paths(), "align")
     if inp.suffix == ".bin":
         if Path(cfg.output).suffix != ".bin":
             raise ConfigError(f"align: a .bin input needs a .bin output, got {cfg.output}")

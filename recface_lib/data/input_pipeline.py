@@ -83,6 +83,7 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
     ds = ds.enumerate(start=start)
     spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
     size = int(image_size)
+    n_classes = int(meta["num_classes"])
 
     def load(i, rec):
         ex = tf.io.parse_single_example(rec, spec)
@@ -123,7 +124,12 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
         else:
             img = tf.image.resize(img, [size, size]) if meta.get("image_size") != [size, size] else img
         img = tf.clip_by_value(tf.ensure_shape(img, [size, size, 3]), 0.0, 1.0)  # resizes may overshoot
-        return normalize(img, normalization), tf.cast(ex["label"], tf.int32)
+        label = tf.cast(ex["label"], tf.int32)
+        # a label outside metadata.json's classes fails here on every device (a GPU's loss would
+        # silently give NaN); the trainer names the shard (tfrecord.data_error)
+        tf.debugging.assert_less(label, n_classes, message="label outside the classes of metadata.json")
+        tf.debugging.assert_non_negative(label, message="negative label")
+        return normalize(img, normalization), label
 
     ds = ds.map(load, num_parallel_calls=auto, deterministic=deterministic or None)
     ds = ds.batch(batch_size, drop_remainder=training)

@@ -176,13 +176,30 @@ class RecordIOReader:
         header, _ = self.read_image(0)
         if header.flag <= 0 or not isinstance(header.label, tuple) or len(header.label) < 2:
             return None
+        if not all(float(x).is_integer() for x in header.label[:2]):
+            raise FormatError(f"{self.path}: record 0 declares identity records {header.label[:2]!r}: not whole numbers (damaged header)")
         a, b = int(header.label[0]), int(header.label[1])
+        last = max(self.index)
+        if not 0 < a <= b or last != b - 1:
+            raise FormatError(f"{self.path}: record 0 declares identity records {a}..{b - 1}, but the index ends at key "
+                              f"{last}: the header or the .idx is damaged")
         ranges: dict[int, tuple[int, int]] = {}
         for cls, key in enumerate(range(a, b)):
             h, _ = self.read_image(key)
-            if not isinstance(h.label, tuple) or len(h.label) < 2:
+            if (not isinstance(h.label, tuple) or len(h.label) < 2
+                    or not all(float(x).is_integer() for x in h.label[:2])):
                 raise FormatError(f"{self.path}: identity record {key} has label {h.label!r}, expected an image range [start, end)")
             ranges[cls] = (int(h.label[0]), int(h.label[1]))
+        # the ranges must share out the image records 1..a-1 exactly: no gap, no overlap
+        images = sum(1 for k in self.index if 0 < k < a)
+        pos = 1
+        for cls, (s0, e0) in sorted(ranges.items(), key=lambda kv: kv[1]):
+            if s0 != pos or e0 < s0 or e0 > a:
+                raise FormatError(f"{self.path}: identity {cls} declares images [{s0}, {e0}), expected to start at {pos} "
+                                  f"and end by {a}: identity records damaged")
+            pos = e0
+        if pos - 1 != images:
+            raise FormatError(f"{self.path}: identity ranges cover {pos - 1} image records, the index has {images}")
         return ranges
 
     def close(self) -> None:
@@ -269,8 +286,8 @@ class RecordIOWriter:
         self.path = Path(rec_path)
         self.idx_path = Path(idx_path) if idx_path else self.path.with_suffix(".idx")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp_rec = self.path.with_name(f".{self.path.name}.tmp")
-        self._tmp_idx = self.idx_path.with_name(f".{self.idx_path.name}.tmp")
+        self._tmp_rec = self.path.with_name(f".{self.path.name}.tmp-write")
+        self._tmp_idx = self.idx_path.with_name(f".{self.idx_path.name}.tmp-write")
         self._f = open(self._tmp_rec, "wb")
         self._idx: list[tuple[int, int]] = []
         self._closed = False

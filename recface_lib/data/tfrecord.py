@@ -93,8 +93,9 @@ def scan_shard(path: str | os.PathLike) -> int:
 
 
 def read_records(path: str | os.PathLike):
-    """Yield the raw serialized records of a shard (Python, for checks and tests)."""
+    """Yield the raw serialized records of a shard, checking both CRCs (Python: checks and tests)."""
     p = Path(path)
+    size = p.stat().st_size
     with open(p, "rb") as f:
         i = 0
         while True:
@@ -103,7 +104,11 @@ def read_records(path: str | os.PathLike):
                 return
             if len(head) < 12:
                 raise FormatError(f"{p}: truncated record {i}")
+            if struct.unpack("<I", head[8:])[0] != _masked_crc(head[:8]):
+                raise FormatError(f"{p}: record {i} at offset {f.tell() - 12}: length CRC mismatch (corrupt shard)")
             (length,) = struct.unpack("<Q", head[:8])
+            if f.tell() + length + 4 > size:
+                raise FormatError(f"{p}: truncated record {i}: needs {length + 16} bytes")
             data = f.read(length)
             tail = f.read(4)
             if len(data) < length or len(tail) < 4:
@@ -179,6 +184,31 @@ def load_metadata(path: str | os.PathLike) -> dict:
             raise FormatError(f"{mp}: missing key {k!r}")
     meta["_dir"] = str(mp.parent)
     return meta
+
+
+def data_error(meta: dict, err: Exception) -> FormatError:
+    """A TensorFlow error met while reading the training data, as a FormatError naming the shard
+    (and record) at fault: the shards are checked record by record (both CRCs, and each label
+    against metadata.json's classes) to find it; else the dataset and TensorFlow's first line."""
+    d = Path(meta["_dir"])
+    first = str(getattr(err, "message", err)).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+    n = int(meta.get("num_classes", 0))
+    for sh in meta.get("shards", []):
+        p = d / sh["name"]
+        try:
+            for i, rec in enumerate(read_records(p)):
+                try:
+                    lab = parse_example(rec).get("label", [0])
+                except (IndexError, FormatError, UnicodeDecodeError):
+                    return FormatError(f"{p}: record {i} is not a valid tf.train.Example")
+                if n and not all(0 <= x < n for x in lab):
+                    return FormatError(f"{p}: record {i} has label {lab[0]}, outside the {n} classes of "
+                                       f"{d / 'metadata.json'} (shards and metadata.json do not belong together)")
+        except FormatError as e:
+            return e
+        except OSError as e:
+            return FormatError(f"{p}: cannot read ({e.strerror})")
+    return FormatError(f"{d}: the training data could not be read: {first}")
 
 
 def check_shards(meta: dict) -> list[Path]:

@@ -126,13 +126,13 @@ class PairSet:
     def info(self) -> dict:
         sizes: dict[str, int] = {}
         kinds: dict[str, int] = {}
-        import cv2
+        from ..io_utils import image_dimensions
 
         for b in self.images:
             kind = image_kind(b) or "unknown"
             kinds[kind] = kinds.get(kind, 0) + 1
-            arr = cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED) if b else None
-            key = "undecodable" if arr is None else f"{arr.shape[1]}x{arr.shape[0]}"
+            dims = image_dimensions(b) if b else None  # the header is enough (and never a bomb)
+            key = "undecodable" if dims is None else f"{dims[0]}x{dims[1]}"
             sizes[key] = sizes.get(key, 0) + 1
         pos = int(sum(bool(x) for x in self.issame))
         return {
@@ -238,7 +238,7 @@ def write_carray(root: str | os.PathLike, name: str, images: np.ndarray, issame:
     if images.ndim != 4 or images.shape[-1] != 3 or len(images) != 2 * len(issame):
         raise ValueError(f"write_carray: want N x H x W x 3 images, 2 per pair; got {images.shape} for {len(issame)} pairs")
     data = (images.astype(np.float32).transpose(0, 3, 1, 2) - 127.5) / 127.5
-    tmp = root / f".{name}.tmp"
+    tmp = root / f".{name}.tmp-write"
     if tmp.exists():
         shutil.rmtree(tmp)
     carr = _bcolz().carray(data, rootdir=str(tmp), mode="w")

@@ -11,6 +11,6 @@ processes with a progress bar. Flip TTA is combined in one place
 from __future__ import annotations
 
 from .base import Embedder
-from .factory import embed_parallel, make_embedder
+from .factory import embed_parallel, make_embedder, model_identity
 
-__all__ = ["Embedder", "embed_parallel", "make_embedder"]
+__all__ = ["Embedder", "embed_parallel", "make_embedder", "model_identity"]

@@ -28,6 +28,23 @@ def make_embedder(spec: str, backend: str = "keras", weights: str = "final") -> 
                       "(no such path)")
 
 
+def model_identity(spec: str, weights: str = "final") -> str:
+    """What a classifier is tied to: ``dlib_resnet``, or the SHA-256 of a run's weights file (a
+    bundle records the one it was exported from). A retrained run has another identity; a run
+    copied elsewhere keeps its own."""
+    if spec == "dlib_resnet":
+        return "dlib_resnet"
+    p = Path(spec)
+    if p.is_file():
+        from ..bundle import open_bundle
+        return open_bundle(p, read=())[0].get("weights_sha256") or ""
+    if p.is_dir():
+        from ..manifest import fingerprint
+        from .model import run_weights
+        return "sha256:" + fingerprint(run_weights(p, weights))["sha256"]
+    return ""
+
+
 def embed_parallel(spec: str, items: list, workers: int = 1, backend: str = "keras", chunk: int = 32,
                    desc: str = "embed", show_progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
     """``make_embedder(spec).embed_items(items)`` over ``workers`` processes, with a progress bar."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class Classifier:
     threshold: float = float("-inf")
     params: dict = field(default_factory=dict)
     embedder: str = ""  # what produced the embeddings (a classifier only fits its own embedder)
+    embedder_id: str = ""  # its content identity (embedders.model_identity): what export checks
 
     def __post_init__(self):
         if self.kind not in CLASSIFIERS:
@@ -119,7 +121,8 @@ class Classifier:
             np.savez(f, X=self.X.astype(np.float32), y=self.y)
         atomic_write_json(d / "classifier.json", {"kind": self.kind, "names": self.names, "threshold": self.threshold,
                                                   "params": self.params, "threshold_rule": getattr(self, "threshold_rule", ""),
-                                                  "embedder": self.embedder, "dim": int(self.X.shape[1])})
+                                                  "embedder": self.embedder, "embedder_id": self.embedder_id,
+                                                  "dim": int(self.X.shape[1])})
         return d
 
     @classmethod
@@ -129,10 +132,10 @@ class Classifier:
             meta = json.loads((d / "classifier.json").read_text())
             with np.load(d / "classifier.npz", allow_pickle=False) as z:
                 X, y = z["X"], z["y"]
-        except (OSError, ValueError, KeyError) as e:
+            c = cls(meta["kind"], list(meta["names"]), float(meta["threshold"]), meta.get("params", {}),
+                    meta.get("embedder", ""), meta.get("embedder_id", "")).fit(X, y)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as e:
             raise FormatError(f"{d}: cannot load the classifier (classifier.json + classifier.npz): {e}") from e
-        c = cls(meta["kind"], list(meta["names"]), float(meta["threshold"]), meta.get("params", {}),
-                meta.get("embedder", "")).fit(X, y)
         c.threshold_rule = meta.get("threshold_rule", "")
         return c
 

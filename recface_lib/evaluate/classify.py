@@ -15,23 +15,23 @@ from ..config import StageConfig, choice, param
 from ..data.image_folder import list_images, scan_folder
 from ..errors import ConfigError
 from ..io_utils import atomic_write_json, load_item
-from ..manifest import write_manifest
+from ..manifest import check_not_input, write_manifest
 from ..protocol.verification import flip_sum
 from .classifier import CLASSIFIERS, Classifier, choose_by_cv, evaluate_open_set
 
 
 @dataclass
 class ClassifyConfig(StageConfig):
-    known: str = param("", "folder with train/<person>/ and test/<person>/")
-    others: str = param("", "folder with train/ and test/ of unknown people ('' : known/others if present)")
-    embedder: str = param("dlib_resnet", "dlib_resnet, a training run folder or a bundle .zip")
+    known: str = param("", "folder with train/<person>/ and test/<person>/", role="input")
+    others: str = param("", "folder with train/ and test/ of unknown people ('' : known/others if present)", role="input")
+    embedder: str = param("dlib_resnet", "dlib_resnet, a training run folder or a bundle .zip", role="input")
     classifier: str = choice("auto", ("auto",) + CLASSIFIERS,
                              "auto: chosen by cross-validation on the train faces (see choose_by_cv)")
-    target_far: float = param(0.01, "share of train Others allowed past the threshold")
+    target_far: float = param(0.01, "share of train Others allowed past the threshold", lo=0.0, hi=1.0)
     compare: bool = param(True, "also fit the other classifiers for a comparison table")
-    output: str = param("", "report folder (classifier/, confusion.png, errors.png, comparison.md)")
-    workers: int = param(1, "worker processes for embedding")
-    limit: int = param(0, "quick runs: at most N images per person per split (0: all)")
+    output: str = param("", role="output", help="report folder (classifier/, confusion.png, errors.png, comparison.md)")
+    workers: int = param(1, "worker processes for embedding", lo=1, hi=256, runtime=True)
+    limit: int = param(0, "quick runs: at most N images per person per split (0: all)", lo=0)
 
     def validate(self, where=""):
         if not self.known:
@@ -65,10 +65,11 @@ def plot_confusion(cm: np.ndarray, names: list[str], path, title: str):
 
 def classify(cfg: ClassifyConfig | dict, show_progress: bool = True) -> dict:
     """``limit``: at most N images per person per split and 5N Others per split (quick runs)."""
-    from ..embedders import embed_parallel
+    from ..embedders import embed_parallel, model_identity
 
     if isinstance(cfg, dict):
         cfg = ClassifyConfig.from_dict(cfg)
+    check_not_input(cfg.output, cfg.input_paths(), "classify")
     known, others, embedder, classifier = Path(cfg.known), cfg.others or None, cfg.embedder, cfg.classifier
     out, target_far, compare, workers, limit = cfg.output or None, cfg.target_far, cfg.compare, cfg.workers, cfg.limit
     for sub in ("train", "test"):
@@ -92,8 +93,10 @@ def classify(cfg: ClassifyConfig | dict, show_progress: bool = True) -> dict:
     a, b, c = len(tr_paths), len(tr_paths) + len(te_paths), len(tr_paths) + len(te_paths) + len(o_tr)
     E_tr, E_te, E_otr, E_ote = emb[:a], emb[a:b], emb[b:c], emb[c:]
 
+    ident = model_identity(str(embedder))
+
     def run(kind):
-        clf = Classifier(kind, names, embedder=str(embedder)).fit(E_tr, y_tr)
+        clf = Classifier(kind, names, embedder=str(embedder), embedder_id=ident).fit(E_tr, y_tr)
         if len(E_otr):
             clf.threshold_from_others(E_otr, target_far)
         else:

@@ -15,22 +15,22 @@ import numpy as np
 from ..config import StageConfig, choice, param
 from ..errors import ConfigError
 from ..io_utils import atomic_write_bytes, atomic_write_json
-from ..manifest import write_manifest
+from ..manifest import check_not_input, write_manifest
 
 
 @dataclass
 class EvalConfig(StageConfig):
-    models: list = param(["dlib_resnet"], "embedders: dlib_resnet, training run folders, bundle .zip files")
+    models: list = param(["dlib_resnet"], "embedders: dlib_resnet, training run folders, bundle .zip files", role="input")
     pair_sets: list = param([], "pair sets: .bin files, pairs.txt files or folders holding one, bcolz carray folders, "
-                                "or a folder of sets (e.g. faces_emore/: every .bin and bcolz set in it)")
-    images: str = param("", "image folder of pairs.txt sets ('' : lfw-deepfunneled/, lfw/ or images/ beside it)")
+                                "or a folder of sets (e.g. faces_emore/: every .bin and bcolz set in it)", role="input")
+    images: str = param("", "image folder of pairs.txt sets ('' : lfw-deepfunneled/, lfw/ or images/ beside it)", role="input")
     flip: str = choice("both", ("no", "yes", "both"), "flip test-time augmentation")
     folds: list | None = param(None, "evaluate only these folds (1-based, LFW's 1..10) of each set; None: all")
     metric: str = choice("cosine", ("cosine", "euclidean"), "threshold reported as cosine or insightface's squared L2")
-    output: str = param("", "report folder (results.md/.csv/.json, roc_<set>.png, hist_<set>_<model>.png)")
-    ijb: list = param([], "IJB-B/IJB-C release folders (insightface layout: IJBC/loose_crop, IJBC/meta): 1:1 and 1:N")
+    output: str = param("", role="output", help="report folder (results.md/.csv/.json, roc_<set>.png, hist_<set>_<model>.png)")
+    ijb: list = param([], "IJB-B/IJB-C release folders (insightface layout: IJBC/loose_crop, IJBC/meta): 1:1 and 1:N", role="input")
     ijb_detector_score: bool = param(True, "IJB: weight image features by the release's detector score")
-    workers: int = param(1, "worker processes for embedding")
+    workers: int = param(1, "worker processes for embedding", lo=1, hi=256, runtime=True)
     backend: str = choice("keras", ("keras", "onnx"), "how bundles run")
 
     def validate(self, where=""):
@@ -54,6 +54,7 @@ def evaluate(cfg: EvalConfig | dict, show_progress: bool = True) -> dict:
 
     if isinstance(cfg, dict):
         cfg = EvalConfig.from_dict(cfg)
+    check_not_input(cfg.output, cfg.input_paths(), "evaluate")
     out = Path(cfg.output)
     flips = {"no": [False], "yes": [True], "both": [False, True]}[cfg.flip]
     rows, curves, plots = [], {}, []

@@ -53,6 +53,10 @@ def check_head_params(name: str, params: dict, where: str = "head_params") -> di
     if unknown:
         raise ConfigError(f"{where}: {name} has no parameter(s) {', '.join(unknown)}; "
                           f"valid: {', '.join(valid) or 'none'}")
+    from ..config import check_number
+
+    for k, v in params.items():
+        check_number(f"{where}.{k}", v, -1e3, 1e3)
     return dict(params)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..io_utils import atomic_write_json
+from ..manifest import clean_stale
 
 FILES = ("model.weights.h5", "optimizer.npz", "state.json")
 
@@ -38,6 +39,7 @@ def save_checkpoint(ckpt_dir: str | os.PathLike, model, optimizer, state: dict, 
     root = Path(ckpt_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / _name(int(state["global_step"]))
+    clean_stale(root)  # temporaries of a killed save
     tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     model.save_weights(str(tmp / "model.weights.h5"))
@@ -52,6 +54,7 @@ def save_checkpoint(ckpt_dir: str | os.PathLike, model, optimizer, state: dict, 
     if copy_to:
         croot = Path(copy_to)
         croot.mkdir(parents=True, exist_ok=True)
+        clean_stale(croot)
         ctmp = croot / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
         shutil.copytree(final, ctmp)
         _publish(ctmp, croot / final.name)

@@ -60,8 +60,13 @@ def parse_plan(plan, where: str = "plan") -> list[Stage]:
                       lr_end=float(d.get("lr_end", 0.0)), freeze_backbone=bool(d.get("freeze_backbone", False)))
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{w}: {e}") from e
-        if s.epochs <= 0 or s.lr < 0 or s.val_per_epoch < 1:
-            raise ConfigError(f"{w}: need epochs > 0, lr >= 0 and val_per_epoch >= 1, got {st!r}")
+        from ..config import check_number
+
+        for k, lo, hi in (("epochs", 0, 1e6), ("lr", 0, 10.0), ("val_per_epoch", 1, 1e6), ("weight_decay", 0, 1.0),
+                          ("warmup_epochs", 0, 1e6), ("lr_end", 0, 10.0)):
+            check_number(f"{w}.{k}", getattr(s, k), lo, hi)
+        if s.epochs <= 0:
+            raise ConfigError(f"{w}: need epochs > 0, got {st!r}")
         if s.decay not in DECAYS:
             raise ConfigError(f"{w}: decay {s.decay!r} is not one of {', '.join(DECAYS)}")
         out.append(s)

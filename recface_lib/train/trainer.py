@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, FormatError, RecfaceError
 from ..io_utils import atomic_write_json
-from ..manifest import write_manifest
+from ..manifest import check_not_input, write_manifest
 from ..progress import progress
 from .config import TrainConfig
 from .plan import PlanSchedule, parse_plan, plan_lr_schedule
@@ -20,6 +20,42 @@ from .plan import PlanSchedule, parse_plan, plan_lr_schedule
 
 class TrainingError(RecfaceError):
     """Training could not go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+class NonFinite(Exception):
+    """Raised inside ``fit`` when weights are not finite; turned into a TrainingError by the run."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(what)
+        self.step, self.what = step, what
+
+
+def nonfinite(variables) -> int:
+    """How many values of ``variables`` are NaN or Inf (integer variables: none)."""
+    import numpy as np
+
+    n = 0
+    for v in variables:
+        t = getattr(v, "value", v)  # a Keras variable's tensor (its .numpy() warns under numpy 2)
+        a = t.numpy() if hasattr(t, "numpy") else np.asarray(t)
+        if a.dtype.kind == "f":
+            n += int(a.size - np.count_nonzero(np.isfinite(a)))
+    return n
+
+
+def data_key(meta: dict) -> str:
+    """The training data's content key: every shard's name, size and first 64 KiB."""
+    import hashlib
+
+    h = hashlib.sha256()
+    d = Path(meta["_dir"])
+    for sh in meta["shards"]:
+        h.update(f"{sh['name']}:{sh['bytes']}".encode())
+        p = d / sh["name"]
+        if p.is_file():
+            with open(p, "rb") as f:
+                h.update(f.read(1 << 16))
+    return h.hexdigest()[:16]
 
 
 def model_contract(cfg: TrainConfig, meta: dict) -> dict | None:
@@ -109,13 +145,18 @@ class TrainRun:
                               f"(input {self.cfg.input_size}, embedding {self.cfg.embd_shape}): {e}") from e
 
     def fingerprint(self) -> dict:
-        """What a checkpoint must share with this run to be resumed."""
+        """What a checkpoint must share with this run to be resumed: every parameter that changes
+        the model or its input (``TrainConfig.output_params``: not the runtime ones, and the plan
+        is compared separately so that a plan may be extended), and the data's content."""
         from ..models.build import head_name
 
-        c = self.cfg
-        return {"backbone": c.backbone, "head": head_name(c.head), "input_size": c.input_size, "embd_shape": c.embd_shape,
-                "num_classes": int(self.meta["num_classes"]), "num_samples": int(self.meta["num_samples"]),
-                "shards": [[s["name"], s["bytes"]] for s in self.meta["shards"]]}
+        if not hasattr(self, "_fp"):
+            p = self.cfg.output_params()
+            p.pop("plan")
+            p["head"] = head_name(p["head"])
+            self._fp = {**p, "num_classes": int(self.meta["num_classes"]), "num_samples": int(self.meta["num_samples"]),
+                        "data": data_key(self.meta)}
+        return self._fp
 
     def ckpt_roots(self):
         return [self.out / "checkpoints", self.cfg.copy_to or None]
@@ -127,13 +168,21 @@ class TrainRun:
         if ck is None:
             return
         from .checkpoint import read_state
-        old = read_state(ck).get("fingerprint")
-        if old is not None and old != self.fingerprint():
-            diff = [k for k in old if old.get(k) != self.fingerprint().get(k)]
-            raise ConfigError(f"{ck}: this checkpoint belongs to a different run (differs in {', '.join(diff)}); "
+        st = read_state(ck)
+        old, new = st.get("fingerprint") or {}, self.fingerprint()
+        diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        done = self.stages[:int(st.get("stage", 0)) + 1]
+        if parse_plan(st.get("plan") or self.cfg.plan)[:len(done)] != done:
+            diff.append("plan: the stages already trained differ (only later stages may be changed or added)")
+        if diff:
+            raise ConfigError(f"{ck}: this checkpoint was made with other data or parameters ({'; '.join(diff)}); "
                               f"give a new output folder, or resume: false to start over in this one")
         with self.strategy.scope():
             state = load_checkpoint(ck, self.model, self.model.optimizer)
+        bad = nonfinite(self.model.weights)
+        if bad:
+            raise TrainingError(f"{ck}: holds {bad} non-finite weights (written before recface checked); "
+                                "delete it to resume from an older one, or resume: false")
         self.global_step = int(state["global_step"])
         self.history, self.best = state.get("history", []), state.get("best", {})
         self.resumed_from = str(ck)
@@ -146,6 +195,9 @@ class TrainRun:
     def checkpoint(self, step, si, seg):
         from .checkpoint import save_checkpoint
 
+        bad = nonfinite(self.model.weights) + nonfinite(self.model.optimizer.variables)
+        if bad:  # never write a poisoned checkpoint
+            raise NonFinite(step, f"{bad} non-finite weights or optimizer variables")
         save_checkpoint(self.out / "checkpoints", self.model, self.model.optimizer, self.state(step, si, seg),
                         self.cfg.keep_checkpoints, (Path(self.cfg.copy_to) if self.cfg.copy_to else None))
 
@@ -160,6 +212,9 @@ class TrainRun:
         from .callbacks import save_backbone, write_history_csv
 
         st = self.stages[si]
+        bad = nonfinite(self.model.weights)
+        if bad:  # before validation can save a poisoned "best"
+            raise NonFinite(step, f"{bad} non-finite weights")
         row = {"stage": si + 1, "epoch": round(self.plan.epoch_of(si, seg), 4), "global_step": step,
                "lr": self.plan.lr_at(max(step - 1, 0)), "loss": float(logs.get("loss", math.nan)),
                "accuracy": float(logs.get("accuracy", math.nan)), "time_s": round(time.time() - self.t0, 1)}
@@ -198,6 +253,9 @@ class TrainRun:
         return ds.map(lambda x, y: ((x, y), y))
 
     def fit(self):
+        import tensorflow as tf
+
+        from ..data.tfrecord import data_error
         from .callbacks import PlanCallback
         from .optim import set_weight_decay
 
@@ -217,23 +275,36 @@ class TrainRun:
                 else:
                     steps, epochs = L, self.plan.n_segments[si] - seg
                 cb = PlanCallback(self, si, seg, bar)
-                self.model.fit(self.dataset(self.global_step), epochs=epochs, steps_per_epoch=steps, verbose=0, shuffle=False,
-                               callbacks=[cb, *self.extra_callbacks])
+                try:
+                    self.model.fit(self.dataset(self.global_step), epochs=epochs, steps_per_epoch=steps, verbose=0,
+                                   shuffle=False, callbacks=[cb, *self.extra_callbacks])
+                except NonFinite as e:
+                    self.stop_nonfinite(e.step, e.what)
+                except tf.errors.OpError as e:
+                    raise data_error(self.meta, e) from None
                 if cb.nan_step is not None:
-                    from .checkpoint import find_latest
-                    last = find_latest(*self.ckpt_roots())
-                    raise TrainingError(f"{self.out}: the loss became NaN/Inf at step {cb.nan_step} (stage {si + 1}, "
-                                        f"lr {self.plan.lr_at(cb.nan_step):g}); training stopped, the last good "
-                                        f"checkpoint is kept: {last or 'none yet'}. Lower the learning rate or check the data.")
+                    self.stop_nonfinite(cb.nan_step, "the loss became NaN/Inf")
         finally:
             bar.close()
         return self
+
+    def stop_nonfinite(self, step: int, what: str):
+        from .checkpoint import find_latest
+
+        si = self.plan.stage_at(max(step - 1, 0))
+        last = find_latest(*self.ckpt_roots())
+        raise TrainingError(f"{self.out}: {what} at step {step} (stage {si + 1} of the plan, lr {self.plan.lr_at(max(step - 1, 0)):g}); "
+                            f"training stopped. Newest finite checkpoint: {last or 'none yet'} (every checkpoint is "
+                            "checked finite before it is written). Lower that stage's learning rate, then rerun to resume.")
 
     # -- results ------------------------------------------------------------------------------
     def finish(self) -> dict:
         from ..plots import plot_training_curves
         from .callbacks import save_backbone, write_history_csv
 
+        bad = nonfinite(self.backbone.weights)
+        if bad:
+            self.stop_nonfinite(self.global_step, f"{bad} non-finite backbone weights")
         final = save_backbone(self.backbone, self.out / "final" / "backbone.weights.h5")
         spec = model_spec(self.cfg, self.meta)
         atomic_write_json(self.out / "model.json", spec)
@@ -254,12 +325,32 @@ class TrainRun:
         return summary
 
 
+RUN_MEMBERS = ("checkpoints", "best", "final", "tensorboard", "history.csv", "curves.png", "model.json", "manifest.json")
+
+
+def fresh_start(out: Path, copy_to: str = "") -> None:
+    """``resume: false``: what an earlier run left in ``out`` (and its checkpoints in ``copy_to``) is
+    removed, so nothing of it is resumed, exported or mixed into the new history."""
+    import shutil
+
+    for name in RUN_MEMBERS:
+        q = out / name
+        shutil.rmtree(q) if q.is_dir() else q.unlink(missing_ok=True)
+    if copy_to and Path(copy_to).is_dir():
+        for q in Path(copy_to).glob("ckpt-*"):
+            shutil.rmtree(q)
+        (Path(copy_to) / "latest.json").unlink(missing_ok=True)
+
+
 def train(cfg: TrainConfig | dict, show_progress: bool = True) -> dict:
     import keras
 
     if isinstance(cfg, dict):
         cfg = TrainConfig.from_dict(cfg)
     out = Path(cfg.output)
+    check_not_input(out, {**cfg.input_paths(), "copy_to": cfg.copy_to}, "train")
+    if not cfg.resume:
+        fresh_start(out, cfg.copy_to)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "train_config.json", cfg.to_dict())
     policy = keras.config.dtype_policy()
