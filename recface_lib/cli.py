@@ -16,6 +16,7 @@ from typing import Callable
 from .errors import ConfigError, RecfaceError
 
 COMMON = ("params", "set", "json", "no_progress", "help")
+TF_STAGES = ("train", "export")  # always need TensorFlow: imported quietly first (no start-up log lines)
 TOOLS: dict[str, tuple[Callable, Callable, str]] = {}
 
 
@@ -202,18 +203,30 @@ def _identify(a):
 
 
 def _p_pipeline(p):
-    p.add_argument("--scenario", default="demo", help="papermill_params/<scenario>/ (demo, tiny, colab, ms1mv2)")
+    p.add_argument("--scenario", default="demo", help="papermill_params/<scenario>/ of the current folder, else a shipped "
+                   "one (demo, tiny, colab, ms1mv2)")
     p.add_argument("--from", dest="start", help="first stage to run")
     p.add_argument("--to", dest="stop", help="last stage to run")
     p.add_argument("--runs", default="runs", help="executed notebooks and reports go to RUNS/<scenario>/")
     p.add_argument("--force", action="store_true", help="rerun stages even when unchanged")
-    p.add_argument("--params-dir", help="folder of scenarios (default: the repository's papermill_params/)")
+    p.add_argument("--params-dir", help="folder of scenarios (default: ./papermill_params/, then the shipped ones)")
 
 
 @tool("pipeline", "run the stage notebooks of a scenario in order with papermill (skips unchanged stages)", _p_pipeline)
 def _pipeline(a):
     from .pipeline import run_pipeline
     return run_pipeline(a.scenario, a.start, a.stop, a.runs, a.force, a.params_dir)
+
+
+
+def _p_init(p):
+    p.add_argument("folder", help="the working folder to write (created; existing files are kept)")
+
+
+@tool("init", "write a working folder: the stage notebooks, every scenario (papermill_params/) and runs/", _p_init)
+def _init(a):
+    from .workspace import init_workdir
+    return init_workdir(a.folder)
 
 
 
@@ -274,6 +287,9 @@ def error_message(e: BaseException) -> str | None:
     exists, TensorFlow or onnxruntime refusing data); None for anything else (a bug)."""
     if isinstance(e, RecfaceError):
         return str(e)
+    if isinstance(e, ModuleNotFoundError) and e.name:
+        from .stack import missing
+        return missing(e.name)
     if isinstance(e, OSError):
         what = e.strerror or type(e).__name__
         where = e.filename or ""
@@ -310,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
             from .stages import run_stage
 
             name, fixed, _ = verbs[args.verb]
+            if name in TF_STAGES:
+                from .progress import import_tensorflow_quietly
+                import_tensorflow_quietly()
             res = run_stage(name, config_from_args(name, args, fixed), show_progress=not args.no_progress)
             summary = res.summary
             if not args.json:

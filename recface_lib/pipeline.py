@@ -18,12 +18,71 @@ from pathlib import Path
 from .errors import ConfigError, RecfaceError
 from .io_utils import atomic_write_bytes, atomic_write_json
 from .stages import NOTEBOOKS, STAGE_ORDER, stage_config
-
-REPO = Path(__file__).resolve().parents[1]
+from .workspace import find_scenario, notebook_path
 
 
 class StageFailed(RecfaceError):
     pass
+
+
+def kernel_manager(log_path: Path, progress_path: Path):
+    """A kernel manager whose kernel writes its own stderr (the kernel-transport warning, TensorFlow's
+    start-up lines) to ``log_path`` instead of the user's console, and reports its progress bars to
+    ``progress_path`` (``progress.RECFACE_PROGRESS_FILE``)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            log = open(log_path, "ab")
+            kw["stderr"] = log
+            kw["env"] = {**(kw.get("env") or os.environ), "RECFACE_PROGRESS_FILE": str(progress_path),
+                         "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+            try:
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+            finally:
+                log.close()  # the kernel holds its own descriptor
+
+    return QuietKernelManager
+
+
+class ConsoleRelay:
+    """While a stage's notebook runs: one console line with the stage's current progress bar and
+    its ETA, read from the kernel's progress file."""
+
+    def __init__(self, stage: str, path: Path):
+        self.stage, self.path = stage, path
+
+    def __enter__(self):
+        import threading
+
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self):
+        from .progress import progress, relay_line
+
+        bar, desc = None, None
+        while not self.stop.wait(0.5):
+            st = relay_line(str(self.path))
+            if st is None:
+                continue
+            d, n, total, unit = st
+            if d != desc or bar is None:
+                if bar is not None:
+                    bar.close()
+                bar = progress(total=total, desc=f"[{self.stage}] {d}", unit=unit)
+                if bar.disable:
+                    return
+                desc = d
+            bar.update(n - bar.n)
+        if bar is not None:
+            bar.close()
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=5)
 
 
 def _expand(v):
@@ -42,13 +101,9 @@ def scenario_params(scenario: str, params_dir: str | os.PathLike | None = None) 
 
     from .data.datasets import shared_data_dir
 
-    root = Path(params_dir) if params_dir else REPO / "papermill_params"
     if "RECFACE_DATA" not in os.environ:
         os.environ["RECFACE_DATA"] = str(shared_data_dir())
-    d = root / scenario
-    if not d.is_dir():
-        valid = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        raise ConfigError(f"scenario: unknown {scenario!r} (no {d}); valid: {', '.join(valid)}")
+    d = find_scenario(scenario, params_dir)
     out = {}
     for stage in STAGE_ORDER:
         p = d / f"{stage}.yaml"
@@ -70,6 +125,9 @@ def run_pipeline(scenario: str = "demo", start: str | None = None, stop: str | N
                  runs: str | os.PathLike = "runs", force: bool = False, params_dir=None) -> dict:
     import papermill as pm
 
+    from .progress import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # validating a train YAML imports it: no start-up lines on the console
     params = scenario_params(scenario, params_dir)
     stages = [s for s in STAGE_ORDER if s in params]
     for name, s in (("--from", start), ("--to", stop)):
@@ -103,16 +161,25 @@ def run_pipeline(scenario: str = "demo", start: str | None = None, stop: str | N
             # parameters or inputs changed: the pipeline's own old output would be resumed or mixed in
             print(f"[{stage}] inputs or parameters changed: removing the old {prev}", flush=True)
             shutil.rmtree(prev) if prev.is_dir() else prev.unlink()
-        nb = REPO / "notebooks" / f"{NOTEBOOKS[stage]}.ipynb"
+        nb = notebook_path(NOTEBOOKS[stage])
         executed = out / f"{NOTEBOOKS[stage]}.ipynb"
         t0 = time.time()
         print(f"[{stage}] running {nb.name} -> {executed}", flush=True)
+        kernel_log = out / f"{stage}.kernel.log"
+        prog = out / f".{stage}.progress.json"
+        prog.unlink(missing_ok=True)
         try:
-            pm.execute_notebook(str(nb), str(executed), parameters={**params[stage], "show_panel": False,
-                                                                     "summary_path": str(summary_p.resolve())},
-                                cwd=str(Path.cwd()), kernel_name="python3", progress_bar=False, log_output=False)
+            with ConsoleRelay(stage, prog):
+                pm.execute_notebook(str(nb), str(executed), parameters={**params[stage], "show_panel": False,
+                                                                         "summary_path": str(summary_p.resolve())},
+                                    cwd=str(Path.cwd()), kernel_name="python3", progress_bar=False, log_output=False,
+                                    kernel_manager_class=kernel_manager(kernel_log, prog))
         except pm.PapermillExecutionError as e:
             raise StageFailed(f"stage {stage} failed ({executed}): {e.ename}: {e.evalue}") from None
+        except RuntimeError as e:  # the kernel died (out of memory...): its own output is in the log
+            raise StageFailed(f"stage {stage}: the notebook kernel stopped ({e}); see {kernel_log}") from None
+        finally:
+            prog.unlink(missing_ok=True)
         summary = json.loads(summary_p.read_text())
         atomic_write_json(state_p, {"key": key, "seconds": round(time.time() - t0, 1)})
         done.append({"stage": stage, "status": "ran", "seconds": round(time.time() - t0, 1), "summary": summary})

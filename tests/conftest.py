@@ -56,6 +56,39 @@ def last_json(proc: subprocess.CompletedProcess) -> dict:
 
 
 @pytest.fixture(scope="session")
+def recface_wheel(tmp_path_factory) -> Path:
+    """The wheel built from this checkout (no build isolation: nothing downloaded)."""
+    dist = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(dist), str(REPO)], check=True, capture_output=True)
+    return next(dist.glob("recface-*.whl"))
+
+
+@pytest.fixture(scope="session")
+def installed_recface(tmp_path_factory, recface_wheel) -> Path:
+    """recface as a user gets it from pip: the wheel built from this checkout, installed without -e
+    into a fresh venv. Its dependencies come from the test interpreter's site-packages (a .pth
+    file), so nothing is downloaded. Returns the venv's ``recface`` executable."""
+    import sysconfig
+
+    root = tmp_path_factory.mktemp("wheel")
+    wheel = recface_wheel
+    venv = root / "venv"
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(venv)],
+                   check=True)
+    py = venv / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    (Path(purelib) / "recface-test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--ignore-installed",
+                    str(wheel)], check=True, capture_output=True, cwd=root)
+    where = subprocess.run([str(py), "-c", "import recface_lib; print(recface_lib.__file__)"], check=True,
+                           capture_output=True, text=True, cwd=root).stdout.strip()
+    assert where.startswith(purelib), f"the installed copy is not the one imported: {where}"
+    return venv / "bin" / "recface"
+
+
+@pytest.fixture(scope="session")
 def trained(friends_dir, tmp_path_factory):
     """One tiny model for the export, inference and IJB tests: friends16 aligned with MTCNN at 64 px,
     built, trained briefly (deterministic), a classifier fitted with it, exported."""

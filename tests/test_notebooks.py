@@ -1,9 +1,10 @@
 """The workbench: notebooks generated from the stage dataclasses and stored without outputs, every
 notebook executed through papermill with the `tiny` scenario, reruns skipping unchanged stages,
 and misspelt parameters failing cleanly (in a scenario YAML and in a direct papermill run)."""
+import os
 import shutil
+import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -33,21 +34,25 @@ def test_notebooks_match_the_stage_configs_and_are_stripped():
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, friends_dir):
-    runs = tmp_path_factory.mktemp("runs")
-    return runs, last_json(run_cli("pipeline", "--scenario", "tiny", "--runs", str(runs), "--force", "--json",
-                                   cwd=_tiny_cwd(runs)))
-
-
-def _tiny_cwd(runs: Path) -> Path:
-    # the tiny YAMLs write to runs/tiny/...; run from a scratch folder so the repository stays clean
-    cwd = runs.parent / "cwd"
-    cwd.mkdir(exist_ok=True)
-    return cwd
+def tiny_run(tmp_path_factory, friends_dir, installed_recface):
+    """The tiny scenario as a pip user runs it (issue 14's acceptance): the wheel installed without
+    -e in a fresh venv, then, from an empty folder, `recface init work && cd work && recface pipeline
+    --scenario tiny`."""
+    empty = tmp_path_factory.mktemp("user")
+    env = {**os.environ, "RECFACE_NO_PROGRESS": "1"}
+    init = subprocess.run([str(installed_recface), "init", "work", "--json"], cwd=empty, capture_output=True,
+                          text=True, env=env)
+    assert init.returncode == 0, init.stderr
+    work = empty / "work"
+    proc = subprocess.run([str(installed_recface), "pipeline", "--scenario", "tiny", "--json"], cwd=work,
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    return work, last_json(proc), proc
 
 
 def test_tiny_scenario_runs_every_notebook(tiny_run):
-    runs, res = tiny_run
+    work, res, proc = tiny_run
+    runs = work / "runs"
     assert [s["stage"] for s in res["stages"]] == ["convert", "align", "build", "train", "evaluate", "classify", "export"]
     assert all(s["status"] == "ran" for s in res["stages"])
     import nbformat
@@ -58,17 +63,43 @@ def test_tiny_scenario_runs_every_notebook(tiny_run):
     train_nb = nbformat.read(str(runs / "tiny" / "03_train.ipynb"), as_version=4)
     images = [o for c in train_nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert images, "the training notebook shows its curves inline"
-    md = Path(res["summary"]).read_text()
+    md = (work / res["summary"]).read_text()
     for k in ("## train", "## evaluate", "| train | test |", "closed_set_accuracy", "checks"):
         assert k in md
-    bundle = runs.parent / "cwd" / "runs" / "tiny" / "tiny.zip"
-    assert bundle.is_file()
+    assert (runs / "tiny" / "tiny.zip").is_file()
+    # quiet console: the kernels' own stderr (transport warning, TensorFlow start-up) went to logs
+    console = proc.stdout + proc.stderr
+    for noise in ("Kernel is running over TCP", "oneDNN custom operations", "cpu_feature_guard"):
+        assert noise not in console, noise
+    assert "Kernel is running over TCP" in (runs / "tiny" / "train.kernel.log").read_text()
 
 
-def test_rerun_skips_unchanged_stages(tiny_run):
-    runs, _ = tiny_run
-    res = last_json(run_cli("pipeline", "--scenario", "tiny", "--runs", str(runs), "--from", "build", "--to", "train",
-                            "--json", cwd=_tiny_cwd(runs)))
+def test_init_keeps_the_users_files(tmp_path, installed_recface):
+    (tmp_path / "w" / "papermill_params" / "tiny").mkdir(parents=True)
+    (tmp_path / "w" / "papermill_params" / "tiny" / "train.yaml").write_text("# mine\n")
+    res = last_json(subprocess.run([str(installed_recface), "init", "w", "--json"], cwd=tmp_path,
+                                   capture_output=True, text=True))
+    assert res["kept"] == 1 and (tmp_path / "w" / "papermill_params" / "tiny" / "train.yaml").read_text() == "# mine\n"
+    assert res["scenarios"] == ["colab", "demo", "ms1mv2", "tiny"] and (tmp_path / "w" / "notebooks" / "03_train.ipynb").is_file()
+
+
+def test_wheel_lists_every_package():
+    """pyproject's explicit package list (needed to map notebooks/ and papermill_params/ into the
+    wheel) names every package folder of recface_lib."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "recface_lib").rglob("__init__.py")}
+    on_disk |= {"recface_lib._notebooks", "recface_lib._scenarios"}
+    on_disk |= {f"recface_lib._scenarios.{d.name}" for d in (REPO / "papermill_params").iterdir() if d.is_dir()}
+    assert listed == on_disk
+
+
+def test_rerun_skips_unchanged_stages(tiny_run, installed_recface):
+    work, _, _ = tiny_run
+    proc = subprocess.run([str(installed_recface), "pipeline", "--scenario", "tiny", "--from", "build", "--to", "train",
+                           "--json"], cwd=work, capture_output=True, text=True)
+    res = last_json(proc)
     assert [(s["stage"], s["status"]) for s in res["stages"]] == [("build", "skipped"), ("train", "skipped")]
 
 

@@ -14,7 +14,7 @@ from recface_lib.stages import STAGES
 
 # the stage order of the package, earliest first; a module may import its own layer or earlier ones
 LAYERS = [
-    ("base", {"__init__", "errors", "config", "io_utils", "progress", "parallel", "manifest", "plots", "bundle"}),
+    ("base", {"__init__", "errors", "stack", "config", "io_utils", "progress", "parallel", "manifest", "plots", "bundle"}),
     ("data", {"data"}),
     ("protocol", {"protocol"}),
     ("convert", {"convert"}),
@@ -26,7 +26,7 @@ LAYERS = [
     ("evaluate", {"evaluate"}),
     ("inference", {"inference"}),
     ("export", {"export"}),
-    ("workbench", {"stages", "pipeline", "notebook", "widgets", "cli", "demo"}),
+    ("workbench", {"stages", "workspace", "pipeline", "notebook", "widgets", "cli", "demo"}),
 ]
 
 
