@@ -18,25 +18,21 @@ PACKAGE = Path(__file__).resolve().parent
 CHECKOUT = PACKAGE.parent
 
 
-def _first(*candidates: Path) -> Path | None:
-    return next((c for c in candidates if c.is_dir()), None)
+def _shipped(packaged: str, in_checkout: str, what: str) -> Path:
+    """A folder that came with recface: inside the installed package, else in the source checkout."""
+    for d in (PACKAGE / packaged, CHECKOUT / in_checkout):
+        if d.is_dir():
+            return d
+    raise ConfigError(f"recface's {what} are missing (looked in {PACKAGE / packaged} and {CHECKOUT / in_checkout}); "
+                      "reinstall recface")
 
 
 def shipped_notebooks() -> Path:
-    """The stage notebooks that came with recface (wheel or checkout)."""
-    d = _first(PACKAGE / "_notebooks", CHECKOUT / "notebooks")
-    if d is None:
-        raise ConfigError(f"recface's stage notebooks are missing (looked in {PACKAGE / '_notebooks'} and "
-                          f"{CHECKOUT / 'notebooks'}); reinstall recface")
-    return d
+    return _shipped("_notebooks", "notebooks", "stage notebooks")
 
 
 def shipped_scenarios() -> Path:
-    d = _first(PACKAGE / "_scenarios", CHECKOUT / "papermill_params")
-    if d is None:
-        raise ConfigError(f"recface's scenarios are missing (looked in {PACKAGE / '_scenarios'} and "
-                          f"{CHECKOUT / 'papermill_params'}); reinstall recface")
-    return d
+    return _shipped("_scenarios", "papermill_params", "scenarios")
 
 
 def notebook_path(name: str, workdir: str | os.PathLike | None = None) -> Path:
