@@ -77,8 +77,75 @@ def notebook(stage: str) -> nbformat.NotebookNode:
     return nb
 
 
+QUICKSTART = "quickstart_colab"
+
+
+def quickstart() -> nbformat.NotebookNode:
+    """The Colab quickstart: install with the right profile, Drive, the GPU check, then a scenario."""
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                   "language_info": {"name": "python"}, "accelerator": "GPU"}
+    cells = [
+        md("# recface on Colab: quickstart\n\n"
+           "Runtime > Change runtime type > a GPU, then Run all. The first cell installs recface with the\n"
+           "`stack` profile: Colab's own TensorFlow and torch are kept (no second TensorFlow over the GPU\n"
+           "one). Data, checkpoints and reports go to Google Drive, so a lost runtime resumes where it\n"
+           "stopped: rerun all cells."),
+        code("# parameters\n"
+             "repo = ''  # the repository's git URL (https://...), where recface is installed from\n"
+             "profile = 'stack'  # stack: use Colab's TensorFlow/torch; gpu: a bare CUDA machine\n"
+             "install = True  # pip-install recface first\n"
+             "mount_drive = True  # mount Google Drive at /content/drive\n"
+             "drive = '/content/drive/MyDrive/recface'  # data, checkpoints and reports (a local folder works too)\n"
+             "scenario = 'colab'  # papermill_params/<scenario>/ (tiny: a 2-minute check on LFW photos)\n"
+             "run = True  # run the scenario after the checks",
+             metadata={"tags": ["parameters"]}),
+        md("## Install"),
+        code("import subprocess, sys\n"
+             "if install and not repo:\n"
+             "    raise SystemExit('set repo (first cell) to the repository URL recface is installed from')\n"
+             "if install:\n"
+             "    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', f'recface[{profile}] @ git+{repo}'], check=True)\n"
+             "import recface_lib  # fails here, in one line, if Colab's TensorFlow or torch is outside the supported range\n"
+             "print('recface', recface_lib.__version__)"),
+        md("## Drive\nThe scenario's `$RECFACE_DRIVE` paths (datasets, `copy_to` of the checkpoints, reports) point here."),
+        code("import os\n"
+             "from recface_lib.notebook import colab_setup\n"
+             "colab_setup(mount_drive)\n"
+             "os.makedirs(drive, exist_ok=True)\n"
+             "os.environ['RECFACE_DRIVE'] = drive\n"
+             "print('Drive folder:', drive)"),
+        md("## GPU check\nWhich devices TensorFlow sees, and the precision and strategy training will use "
+           "(`precision: auto`, `strategy: auto`)."),
+        code("from recface_lib.progress import import_tensorflow_quietly\n"
+             "from recface_lib.train.strategy import device_plan\n"
+             "import_tensorflow_quietly()\n"
+             "plan = device_plan()\n"
+             "print(plan['line'])"),
+        md("## Run the scenario\nA working folder on Drive (`recface init`): edit its `papermill_params/` to "
+           "point at your data. Rerunning resumes: finished stages are skipped, training continues from the "
+           "newest checkpoint on Drive."),
+        code("from recface_lib.workspace import init_workdir\n"
+             "from recface_lib.pipeline import run_pipeline\n"
+             "if run:\n"
+             "    work = os.path.join(drive, 'work')\n"
+             "    print(init_workdir(work))\n"
+             "    os.chdir(work)\n"
+             "    result = run_pipeline(scenario)\n"
+             "    print(open(result['summary']).read())"),
+    ]
+    for i, c in enumerate(cells):
+        c.id = f"quickstart-{i}"
+    nb.cells = cells
+    return nb
+
+
 def write_all(new: bool = False) -> list[Path]:
     out = []
+    q = HERE / f"{QUICKSTART}.ipynb"
+    nbformat.write(quickstart(), str(q))
+    out.append(q)
     for stage, st in STAGES.items():
         p = HERE / f"{st.notebook}.ipynb"
         if new or not p.is_file():

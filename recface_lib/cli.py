@@ -202,20 +202,38 @@ def _identify(a):
 
 
 
-def _p_pipeline(p):
-    p.add_argument("--scenario", default="demo", help="papermill_params/<scenario>/ of the current folder, else a shipped "
-                   "one (demo, tiny, colab, ms1mv2)")
-    p.add_argument("--from", dest="start", help="first stage to run")
+def _scenario_options(p, default: str, runs_help: str):
+    """The options `pipeline` and `sweep` share."""
+    p.add_argument("--scenario", default=default, help="papermill_params/<scenario>/ of the current folder, else a "
+                   "shipped one (demo, tiny, colab, ms1mv2)")
     p.add_argument("--to", dest="stop", help="last stage to run")
-    p.add_argument("--runs", default="runs", help="executed notebooks and reports go to RUNS/<scenario>/")
+    p.add_argument("--runs", default="runs", help=runs_help)
     p.add_argument("--force", action="store_true", help="rerun stages even when unchanged")
     p.add_argument("--params-dir", help="folder of scenarios (default: ./papermill_params/, then the shipped ones)")
+
+
+def _p_pipeline(p):
+    _scenario_options(p, "demo", "executed notebooks and reports go to RUNS/<scenario>/")
+    p.add_argument("--from", dest="start", help="first stage to run")
 
 
 @tool("pipeline", "run the stage notebooks of a scenario in order with papermill (skips unchanged stages)", _p_pipeline)
 def _pipeline(a):
     from .pipeline import run_pipeline
     return run_pipeline(a.scenario, a.start, a.stop, a.runs, a.force, a.params_dir)
+
+
+
+def _p_sweep(p):
+    _scenario_options(p, "tiny", "variants go to RUNS/<scenario>/sweeps/<grid>/<variant>/")
+    p.add_argument("--grid", nargs="+", required=True, metavar="STAGE.FIELD=V1,V2",
+                   help="values to sweep, e.g. train.head=ArcFace,CosFace train.margin=0.3,0.5 (every combination)")
+
+
+@tool("sweep", "run a scenario's variants over a parameter grid (resumable), then compare them", _p_sweep)
+def _sweep(a):
+    from .experiments import sweep
+    return sweep(a.scenario, a.grid, a.runs, a.params_dir, a.stop, a.force)
 
 
 

@@ -287,6 +287,26 @@ def manifest_path(output: str | os.PathLike) -> Path:
     return out / MANIFEST
 
 
+_COMMIT: list = []
+
+
+def source_commit() -> str | None:
+    """The git commit recface runs from (a source checkout), None for an installed wheel."""
+    if not _COMMIT:
+        import subprocess
+
+        root = Path(__file__).resolve().parents[1]
+        commit = None
+        if (root / ".git").exists():
+            try:
+                commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                        timeout=10).stdout.strip() or None
+            except (OSError, subprocess.SubprocessError):
+                commit = None
+        _COMMIT.append(commit)
+    return _COMMIT[0]
+
+
 def write_manifest(output: str | os.PathLike, stage: str, parameters: dict, inputs: dict | None = None,
                    counts: dict | None = None, contract: dict | None = None, **extra) -> Path:
     """Write (atomically) the manifest of ``stage`` for ``output``; ``inputs`` maps a role to a path
@@ -295,7 +315,7 @@ def write_manifest(output: str | os.PathLike, stage: str, parameters: dict, inpu
     from .io_utils import atomic_write_json
 
     fps = fingerprints(inputs or {})
-    m = {"stage": stage, "recface_version": __version__, "output": str(output), "inputs": fps,
+    m = {"stage": stage, "recface_version": __version__, "git_commit": source_commit(), "output": str(output), "inputs": fps,
          "parameters": parameters, "counts": counts or {}, "preprocessing": contract, **extra}
     return atomic_write_json(manifest_path(output), m)
 

@@ -103,6 +103,7 @@ def scenario_params(scenario: str, params_dir: str | os.PathLike | None = None) 
 
     if "RECFACE_DATA" not in os.environ:
         os.environ["RECFACE_DATA"] = str(shared_data_dir())
+    os.environ.setdefault("RECFACE_DRIVE", "/content/drive/MyDrive/recface")  # the colab scenario's Drive folder
     d = find_scenario(scenario, params_dir)
     out = {}
     for stage in STAGE_ORDER:
@@ -122,13 +123,21 @@ def _key(params: dict, upstream: list[str]) -> str:
 
 
 def run_pipeline(scenario: str = "demo", start: str | None = None, stop: str | None = None,
-                 runs: str | os.PathLike = "runs", force: bool = False, params_dir=None) -> dict:
+                 runs: str | os.PathLike = "runs", force: bool = False, params_dir=None,
+                 params: dict | None = None, out: str | os.PathLike | None = None) -> dict:
+    """``params`` (stage -> parameters) replaces the scenario's YAMLs and ``out`` the state folder
+    ``runs/<scenario>`` (a sweep's variants); stages outside ``start``..``stop`` contribute the
+    summary found in ``out`` to the keys of later stages."""
     import papermill as pm
 
     from .progress import import_tensorflow_quietly
 
     import_tensorflow_quietly()  # validating a train YAML imports it: no start-up lines on the console
-    params = scenario_params(scenario, params_dir)
+    if params is None:
+        params = scenario_params(scenario, params_dir)
+    else:
+        for stage, p in params.items():
+            stage_config(stage, p, source=f"{scenario}: {stage}")
     stages = [s for s in STAGE_ORDER if s in params]
     for name, s in (("--from", start), ("--to", stop)):
         if s and s not in stages:
@@ -137,8 +146,9 @@ def run_pipeline(scenario: str = "demo", start: str | None = None, stop: str | N
         stages = stages[stages.index(start):]
     if stop:
         stages = stages[:stages.index(stop) + 1]
-    out = Path(runs) / scenario
+    out = Path(out) if out is not None else Path(runs) / scenario
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "params.json", params)  # what `recface compare` reads
     done, upstream = [], []
     for stage in STAGE_ORDER:
         if stage not in params:

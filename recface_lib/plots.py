@@ -119,6 +119,59 @@ def plot_face_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = 
     return grid
 
 
+def plot_lr_plan(schedule, path=None, title: str = "learning-rate plan"):
+    """A plan's learning rate against the global step, stage boundaries (dashed) and validation
+    points (dots) marked; ``schedule`` is a ``train.plan.PlanSchedule``."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 2.2))
+    n = max(schedule.total_steps, 1)
+    xs = np.unique(np.linspace(0, n - 1, min(n, 400)).astype(int))
+    ax.plot(xs, [schedule.lr_at(int(s)) for s in xs], lw=1.5)
+    vals = []
+    for si in range(len(schedule.stages)):
+        start = schedule.stage_start[si]
+        if si:
+            ax.axvline(start, color="grey", lw=0.8, ls="--")
+        vals += [start + schedule.seg_len[si] * (k + 1) for k in range(schedule.n_segments[si])]
+    ax.plot(vals, [schedule.lr_at(max(v - 1, 0)) for v in vals], "o", ms=3, color="C3", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("lr")
+    ax.set_yscale("log" if min(schedule.lr_at(int(s)) for s in xs) > 0 else "linear")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    if path:
+        _save(fig, path)
+    return fig
+
+
+def plot_compare_curves(histories: Mapping[str, Sequence[Mapping]], path=None, title: str = "runs compared"):
+    """Several runs' training curves overlaid: loss (left) and validation accuracies (right, one
+    line style per pair set), one colour per run."""
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    styles = ("o-", "s--", "^:", "d-.")
+    for i, (name, rows) in enumerate(histories.items()):
+        if not rows:
+            continue
+        color = f"C{i % 10}"
+        steps = [r["global_step"] for r in rows]
+        a1.plot(steps, [r.get("loss") for r in rows], "o-", ms=3, color=color, label=name)
+        sets = [k for k in rows[0] if k.startswith("val_") and not k.endswith("_std")]
+        for j, k in enumerate(sets):
+            a2.plot(steps, [r.get(k) for r in rows], styles[j % len(styles)], ms=3, color=color,
+                    label=f"{name}: {k[4:]}")
+    for a, what in ((a1, "loss"), (a2, "validation accuracy")):
+        a.set_xlabel("step")
+        a.set_ylabel(what)
+        a.set_title(f"{title}: {what}")
+        a.grid(True, alpha=0.3)
+        a.legend(fontsize=7)
+    if path:
+        _save(fig, path)
+    return path or fig
+
+
 def plot_training_curves(history: Sequence[Mapping], path=None, title: str = "training"):
     """Loss, training accuracy and validation accuracies against the global step."""
     plt = _plt()

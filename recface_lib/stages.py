@@ -77,6 +77,12 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           "Export", "A production bundle (.keras, SavedModel, ONNX, TFLite, `recface.json` with the preprocessing "
           "contract, classifier), every format checked against Keras on real faces; then photos identified with "
           "the bundle via onnxruntime."),
+    Stage("compare", "experiments:CompareConfig", "experiments:compare", "07_compare",
+          "runs side by side: the parameters that differ, metrics (validation final and best, evaluation), "
+          "training curves and ROC curves overlaid",
+          "Compare runs", "Training runs, pipeline folders or a whole sweep (`recface sweep`) side by side: one table "
+          "of the parameters that differ and every metric, the training curves of all runs on one figure and "
+          "their ROC curves on one figure per pair set."),
 )}
 STAGE_ORDER = tuple(STAGES)
 NOTEBOOKS = {s.name: s.notebook for s in STAGES.values()}

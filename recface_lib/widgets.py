@@ -56,7 +56,7 @@ class PlanEditor:
         else:
             v = list(st) + LIST_DEFAULTS[len(st):]
             row = [w.FloatText(value=float(v[0]), layout=w.Layout(width="80px")),
-                   w.FloatText(value=float(v[1]), layout=w.Layout(width="100px")),
+                   w.FloatText(value=float(v[1]), layout=w.Layout(width="100px")).add_class("recface-plan-lr"),
                    w.Checkbox(value=bool(v[2]), indent=False, layout=w.Layout(width="40px")),
                    w.IntText(value=int(v[3]), layout=w.Layout(width="60px")),
                    w.Text(value="" if v[4] is None else repr(v[4]), placeholder="default", layout=w.Layout(width="90px"))]
@@ -94,15 +94,52 @@ class PlanEditor:
         return [self._row_value(st, row) for st, row in self.rows]
 
 
+class HeadParams:
+    """The chosen head's own parameters (``models.build.head_param_defaults``), one widget each;
+    rebuilt when the head changes, so only that head's fields are shown."""
+
+    def __init__(self, head: str, values: dict, on_change):
+        import ipywidgets as w
+
+        self.w, self.on_change = w, on_change
+        self.widget = w.VBox()
+        self.inputs: dict = {}
+        self.show(head, values)
+
+    def show(self, head: str, values: dict | None = None):
+        from .models.build import head_param_defaults
+
+        w, values = self.w, values or {}
+        try:
+            defaults = head_param_defaults(head)
+        except Exception:  # an unknown head: the summary line says so
+            defaults = {}
+        self.defaults, self.inputs = defaults, {}
+        for k, d in defaults.items():
+            v = values.get(k, d)
+            style, lay = {"description_width": "150px"}, w.Layout(width="460px")
+            x = (w.Checkbox(value=bool(v), description=k, style=style) if isinstance(d, bool)
+                 else w.FloatText(value=float(v), description=k, style=style, layout=lay))
+            x.add_class(f"recface-head-param-{k}")
+            x.observe(lambda _c: self.on_change(), names="value")
+            self.inputs[k] = x
+        self.widget.children = list(self.inputs.values()) or [w.HTML(f"<i>{head}: no parameters of its own</i>")]
+
+    @property
+    def value(self) -> dict:
+        """Only what differs from the head's defaults (what the YAML would say)."""
+        return {k: x.value for k, x in self.inputs.items() if x.value != self.defaults[k]}
+
+
 class Panel:
     def __init__(self, cfg: StageConfig):
         import ipywidgets as w
 
         self.cls, self.inputs = type(cfg), {}
         hints = typing.get_type_hints(self.cls)
-        items = []
+        items = {}
         self.summary = w.HTML()
-        self.plan = None
+        self.plan = self.head_params = self.plan_plot = None
         for f in dataclasses.fields(self.cls):
             v = getattr(cfg, f.name)
             tip = f.metadata.get("help", "")
@@ -110,7 +147,13 @@ class Panel:
             lay = w.Layout(width="460px")
             if f.name == "plan":
                 self.plan = PlanEditor(v, self.update)
-                items.append(self.plan.widget)
+                self.plan_plot = w.Image(format="png", layout=w.Layout(width="520px"))
+                self.plan_plot.add_class("recface-plan-plot")
+                items[f.name] = w.VBox([self.plan.widget, self.plan_plot])
+                continue
+            if f.name == "head_params":
+                self.head_params = HeadParams(cfg.head, v, self.update)
+                items[f.name] = self.head_params.widget
                 continue
             if f.metadata.get("choices"):
                 x = w.Dropdown(options=list(f.metadata["choices"]), value=v, description=f.name, style=style, layout=lay)
@@ -128,9 +171,32 @@ class Panel:
             x.tooltip = tip
             x.observe(lambda _c: self.update(), names="value")
             self.inputs[f.name] = x
-            items.append(x)
-        self.widget = w.VBox([self.summary, *items])
+            items[f.name] = x
+        if self.head_params is not None and "head" in self.inputs:
+            self.inputs["head"].observe(lambda c: self.head_params.show(c["new"]), names="value")
+        groups = getattr(self.cls, "GROUPS", None)
+        if groups:  # sections read at a glance: data, model, head, plan, optimisation, devices, ...
+            sections = [w.VBox([w.HTML(f"<b>{name}</b>"), *[items[k] for k in names]]) for name, names in groups.items()]
+        else:
+            sections = list(items.values())
+        self._last_plot = None
+        extra = []
+        if self.cls.__name__ == "AlignConfig":  # a few faces aligned with the current settings
+            self.preview = w.Image(format="png", layout=w.Layout(width="520px"))
+            button = w.Button(description="preview faces", tooltip="align the first 8 images with these settings")
+            button.on_click(lambda _b: self.show_preview())
+            extra = [w.HBox([button]), self.preview]
+        self.widget = w.VBox([self.summary, *extra, *sections])
         self.update()
+
+    def show_preview(self):
+        from .align.pipeline import preview
+        from .io_utils import encode_image
+
+        try:
+            self.preview.value = encode_image(preview(self.config()), ".png")
+        except Exception as e:  # shown, not raised from a callback
+            self.summary.value = f"<span style='color:#b00'>preview: {e}</span>"
 
     def values(self) -> dict:
         d = {}
@@ -138,6 +204,8 @@ class Panel:
             d[k] = json.loads(x.value) if getattr(x, "_json", False) else x.value
         if self.plan is not None:
             d["plan"] = self.plan.value
+        if self.head_params is not None:
+            d["head_params"] = self.head_params.value
         return d
 
     def config(self) -> StageConfig:
@@ -145,9 +213,31 @@ class Panel:
 
     def update(self):
         try:
-            self.summary.value = f"<b>{self.describe(self.config())}</b>"
+            cfg = self.config()
+            self.summary.value = f"<b>{self.describe(cfg)}</b>"
+            self.draw_plan(cfg)
         except Exception as e:  # show the validation error in the panel instead of raising from a callback
             self.summary.value = f"<span style='color:#b00'>{e}</span>"
+
+    def draw_plan(self, cfg):
+        """The learning-rate plan as a small plot (lr against steps, stage boundaries, validation points)."""
+        if self.plan_plot is None or not getattr(self, "_steps_per_epoch", 0):
+            return
+        import io
+
+        from .plots import plot_lr_plan
+        from .train.plan import PlanSchedule, parse_plan
+
+        key = json.dumps([cfg.plan, self._steps_per_epoch], default=str)
+        if key == self._last_plot:
+            return
+        fig = plot_lr_plan(PlanSchedule(parse_plan(cfg.plan), self._steps_per_epoch))
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80)
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+        self.plan_plot.value = buf.getvalue()
+        self._last_plot = key
 
     def describe(self, cfg) -> str:
         if type(cfg).__name__ == "TrainConfig":
@@ -159,6 +249,7 @@ class Panel:
                     spe = max(1, load_metadata(cfg.dataset)["num_samples"] // cfg.batch_size)
                 except Exception:
                     spe = 0
+            self._steps_per_epoch = spe
             n = _backbone_params(cfg.backbone, cfg.input_size, cfg.embd_shape)
             txt = f"{cfg.backbone} + {cfg.head}: {n / 1e6:.2f}M backbone parameters"
             if spe:

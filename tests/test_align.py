@@ -204,3 +204,15 @@ def test_undecodable_image_policies(lfw_dir, tmp_path):
         align(AlignConfig(input=str(src), output=str(tmp_path / "b_al.bin"), detector="mtcnn"), False)
     r = align(AlignConfig(input=str(src), output=str(tmp_path / "b_al.bin"), detector="mtcnn", on_failure="drop"), False)
     assert (r["pairs_out"], r["counts"]) == (0, {"detected": 1, "unreadable": 1})
+
+
+def test_align_panel_previews_faces_with_its_settings(lfw_dir, tmp_path):
+    pytest.importorskip("ipywidgets")
+    from recface_lib.io_utils import decode_image
+    from recface_lib.widgets import panel
+
+    root = _small_lfw(lfw_dir, tmp_path)
+    p = panel(AlignConfig(input=str(root), output=str(tmp_path / "out"), detector="dlib_hog", size=64))
+    p.show_preview()
+    grid = decode_image(p.preview.value)
+    assert grid.shape[0] > 64 and grid.shape[1] >= 4 * 64 and not (tmp_path / "out").exists()  # nothing written

@@ -109,6 +109,21 @@ def test_training_panel_in_jupyterlab(lab):
                         if "ResNet34R" in s.text)
         Select(dropdown).select_by_visible_text("ResNet34R")
         wait.until(lambda d: "ResNet34R + ArcFace: 11.77M" in summary.text)
+        # the head's own fields: ArcFace's easy_margin goes, AdaFace's h and t_alpha appear
+        assert driver.find_elements(By.CSS_SELECTOR, ".recface-head-param-easy_margin")
+        head = next(s for s in driver.find_elements(By.CSS_SELECTOR, ".widget-dropdown select, .jupyter-widget-dropdown select")
+                    if "AdaFace" in s.text and "CosFace" in s.text)
+        Select(head).select_by_visible_text("AdaFace")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".recface-head-param-h")
+                   and d.find_elements(By.CSS_SELECTOR, ".recface-head-param-t_alpha")
+                   and not d.find_elements(By.CSS_SELECTOR, ".recface-head-param-easy_margin"))
+        # the plan plot is redrawn when a plan row changes
+        plot = lambda d: d.find_element(By.CSS_SELECTOR, "img.recface-plan-plot, .recface-plan-plot img").get_attribute("src")  # noqa: E731
+        before = wait.until(plot)
+        lr = driver.find_element(By.CSS_SELECTOR, ".recface-plan-lr input")
+        lr.clear()
+        lr.send_keys("0.05\n")
+        wait.until(lambda d: plot(d) != before)
         driver.save_screenshot(str(art / "train_panel.png"))
         assert (art / "train_panel.png").stat().st_size > 20000
         (art / "train_panel.json").write_text(json.dumps({"summary": summary.text}))

@@ -20,7 +20,7 @@ def test_notebooks_match_the_stage_configs_and_are_stripped():
     from recface_lib.stages import NOTEBOOKS, STAGE_ORDER
 
     names = sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb"))
-    assert names == sorted(f"{NOTEBOOKS[s]}.ipynb" for s in STAGE_ORDER)
+    assert names == sorted([f"{NOTEBOOKS[s]}.ipynb" for s in STAGE_ORDER] + ["quickstart_colab.ipynb"])
     for s in STAGE_ORDER:
         nb = nbformat.read(str(REPO / "notebooks" / f"{NOTEBOOKS[s]}.ipynb"), as_version=4)
         for c in nb.cells:
@@ -142,3 +142,51 @@ def test_widget_panel_builds_config_and_live_summary():
     p.inputs["batch_size"].value = 128
     out = p.config()
     assert out.backbone == "ResNet34R" and len(out.plan) == 3 and out.batch_size == 128
+
+
+def test_colab_quickstart_runs_to_its_gpu_check_on_cpu(tmp_path):
+    """The quickstart under papermill on this CPU, Drive replaced by a local folder, nothing
+    installed: it reaches its GPU check, which reports the CPU plan."""
+    import nbformat
+    import papermill as pm
+
+    from build_notebooks import quickstart
+
+    assert nbformat.read(str(REPO / "notebooks" / "quickstart_colab.ipynb"), as_version=4).cells == quickstart().cells
+    out = tmp_path / "q.ipynb"
+    pm.execute_notebook(str(REPO / "notebooks" / "quickstart_colab.ipynb"), str(out), kernel_name="python3",
+                        parameters={"install": False, "mount_drive": False, "drive": str(tmp_path / "drive"),
+                                    "run": False}, progress_bar=False, cwd=str(tmp_path))
+    text = "".join(o.get("text", "") for c in nbformat.read(str(out), as_version=4).cells
+                   for o in c.get("outputs", []))
+    assert "no GPU: CPU, float32" in text and (tmp_path / "drive").is_dir()
+
+
+def test_device_plan_rules():
+    from recface_lib.train.strategy import plan_for
+
+    assert plan_for([])["line"] == "no GPU: CPU, float32"
+    assert plan_for([("Tesla T4", (7, 5))])["line"] == "1 GPU (Tesla T4 (compute 7.5)): mixed_float16, strategy default"
+    assert plan_for([("Tesla K80", (3, 7))])["precision"] == "float32"
+    assert plan_for([("A100", (8, 0))] * 2)["strategy"] == "mirrored"
+    assert plan_for([], tpu=True)["precision"] == "mixed_bfloat16"
+
+
+def test_training_panel_groups_head_fields_and_plan_plot():
+    pytest.importorskip("ipywidgets")
+    import dataclasses
+
+    from recface_lib.train.config import TrainConfig
+    from recface_lib.widgets import panel
+
+    grouped = [k for names in TrainConfig.GROUPS.values() for k in names]
+    assert sorted(grouped) == sorted(f.name for f in dataclasses.fields(TrainConfig))  # each field once
+    p = panel(TrainConfig.from_dict({"dataset": "d", "output": "o", "steps_per_epoch": 100,
+                                     "head_params": {"easy_margin": True}}))
+    assert list(p.head_params.inputs) == ["easy_margin"] and p.config().head_params == {"easy_margin": True}
+    p.inputs["head"].value = "AdaFace"
+    assert list(p.head_params.inputs) == ["h", "t_alpha"] and p.config().head_params == {}
+    first = p.plan_plot.value
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    p.plan.rows[0][1][1].value = 0.05
+    assert p.plan_plot.value != first and p.config().plan[0][1] == 0.05

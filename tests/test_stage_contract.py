@@ -26,7 +26,7 @@ LAYERS = [
     ("evaluate", {"evaluate"}),
     ("inference", {"inference"}),
     ("export", {"export"}),
-    ("workbench", {"stages", "workspace", "pipeline", "notebook", "widgets", "cli", "demo"}),
+    ("workbench", {"stages", "workspace", "pipeline", "experiments", "notebook", "widgets", "cli", "demo"}),
 ]
 
 
@@ -177,7 +177,7 @@ def test_yaml_cli_and_notebook_give_the_same_config(name, tmp_path):
                        "plan": [[2, 0.1, True, 2], {"epochs": 1, "lr": 0.01, "decay": "cosine"}],
                        "head_params": {"easy_margin": True}},
              "evaluate": {"folds": [1, 10], "models": ["dlib_resnet", "runs/x"], "pair_sets": ["a.bin"]},
-             "export": {"formats": ["onnx", "tflite"]}}.get(name, {})
+             "export": {"formats": ["onnx", "tflite"]}, "compare": {"runs": ["runs/a", "runs/b"]}}.get(name, {})
     vals.update(extra)
     from_dict = cls.from_dict(vals)
     p = tmp_path / "p.yaml"

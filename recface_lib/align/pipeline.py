@@ -289,6 +289,26 @@ def align_bin(cfg: AlignConfig, show_progress: bool = True) -> dict:
     return report
 
 
+def preview(cfg: AlignConfig, n: int = 8) -> np.ndarray:
+    """The first ``n`` images of the input aligned with ``cfg``, as one face grid (RGB array):
+    what the align panel shows before anything is written. Nothing is written."""
+    from ..plots import face_grid
+
+    inp = Path(cfg.input)
+    if inp.suffix == ".bin" and inp.is_file():
+        from ..data.verification_bin import read_bin
+        items = [(f"{inp.name} image {i}", b) for i, b in enumerate(read_bin(inp).images[:n])]
+    elif inp.is_dir():
+        from ..data.image_folder import list_images
+        items = [("/".join(p.parts[-2:]), str(p)) for p in list_images(inp)[:n]]
+    else:
+        raise FormatError(f"{inp}: no such folder or .bin to preview")
+    results = Aligner(**cfg.to_dict()).process([(k, item, None) for k, item in items])
+    faces = [decode_image(r.data) if r.data is not None else np.zeros((cfg.size, cfg.size, 3), np.uint8) for r in results]
+    return face_grid(faces, [f"{i + 1}: {r.status}" for i, r in enumerate(results)], cols=4,
+                     title=f"{cfg.detector}/{cfg.method} at {cfg.size} px")
+
+
 def align(cfg: AlignConfig | dict, show_progress: bool = True) -> dict:
     """Align a folder or a ``.bin`` according to ``cfg`` (an AlignConfig or a dict of its fields)."""
     if isinstance(cfg, dict):

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..config import StageConfig, choice, param
 from ..errors import ConfigError
-from ..io_utils import atomic_write_bytes, atomic_write_json
+from ..io_utils import atomic_path, atomic_write_bytes, atomic_write_json
 from ..manifest import check_not_input, write_manifest
 
 
@@ -43,6 +43,7 @@ class EvalConfig(StageConfig):
             raise ConfigError(f"{where}output: required")
 
 
+ROC_FILE = "roc_curves.npz"  # set|model label|fpr, ...|tpr arrays of every ROC drawn
 COLUMNS = ["model", "pair_set", "flip", "pairs", "accuracy", "std", "threshold", "tar_far_1e-3", "tar_far_1e-4", "auc",
            "angle_same", "angle_diff"]
 
@@ -85,9 +86,16 @@ def evaluate(cfg: EvalConfig | dict, show_progress: bool = True) -> dict:
                                  r.threshold if cfg.metric == "cosine" else None, hist,
                                  title=f"{src.name}: {name}{' +flip' if best_flip else ''}")
             plots.append(str(hist))
+    roc_arrays = {}
     for name, res in curves.items():
         plot_roc(res, out / f"roc_{name}.png", title=f"ROC: {name}")
         plots.append(str(out / f"roc_{name}.png"))
+        for label, r in res.items():  # kept for `recface compare` (ROC of several runs on one figure)
+            roc_arrays[f"{name}|{label}|fpr"] = np.asarray(r.roc_fpr, np.float32)
+            roc_arrays[f"{name}|{label}|tpr"] = np.asarray(r.roc_tpr, np.float32)
+    if roc_arrays:
+        with atomic_path(out / ROC_FILE, suffix=".npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, **roc_arrays)
     ijb_rows = []
     for root in cfg.ijb:
         ijb_rows += _evaluate_ijb(cfg, Path(root), out, plots, show_progress)

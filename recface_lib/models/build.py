@@ -38,17 +38,22 @@ def head_name(name: str) -> str:
     return name
 
 
-def check_head_params(name: str, params: dict, where: str = "head_params") -> dict:
-    """The head-specific parameters (beyond scale and margin) that ``name``'s class accepts,
-    checked against its constructor: ArcFace easy_margin, Combined margin1/margin3, AdaFace h/t_alpha."""
+def head_param_defaults(name: str) -> dict:
+    """The head-specific parameters (beyond scale and margin) of ``name``'s class with their
+    defaults, from its constructor: ArcFace easy_margin, Combined margin1/margin3, AdaFace h/t_alpha."""
     import inspect
 
     from .heads import HEADS
 
+    sig = inspect.signature(HEADS[head_name(name)].__init__)
+    return {k: p.default for k, p in sig.parameters.items()
+            if k not in ("self", "num_classes", "scale", "margin", "regularizer") and p.kind is p.POSITIONAL_OR_KEYWORD}
+
+
+def check_head_params(name: str, params: dict, where: str = "head_params") -> dict:
+    """``params`` if every key is a parameter of ``name``'s head (``head_param_defaults``) and finite."""
     name = head_name(name)
-    sig = inspect.signature(HEADS[name].__init__)
-    valid = [k for k, p in sig.parameters.items()
-             if k not in ("self", "num_classes", "scale", "margin", "regularizer") and p.kind is p.POSITIONAL_OR_KEYWORD]
+    valid = list(head_param_defaults(name))
     unknown = [k for k in params if k not in valid]
     if unknown:
         raise ConfigError(f"{where}: {name} has no parameter(s) {', '.join(unknown)}; "

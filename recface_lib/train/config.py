@@ -1,6 +1,7 @@
 """TrainConfig: the training stage's parameters (the recface guide's ``train_plan`` + ``cfg``)."""
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 
 from ..config import StageConfig, choice, param
@@ -13,11 +14,22 @@ from .plan import parse_plan
 GUIDE_PLAN = [[8, 0.01, False, 1], [6, 0.005, False, 1], [8, 0.0025, True, 1],
               [10, 1e-3, True, 4], [10, 1e-4, True, 4], [10, 1e-5, True, 4]]
 STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 
 
 @dataclass
 class TrainConfig(StageConfig):
+    # how the widget panel groups the fields (tests/test_notebooks.py: every field in exactly one)
+    GROUPS: typing.ClassVar[dict] = {
+        "data": ("dataset", "output", "val_sets", "val_flip", "val_batch_size", "augmentation", "shuffle_buffer"),
+        "model": ("backbone", "input_size", "embd_shape", "dropout", "normalization", "pretrained"),
+        "head": ("head", "margin", "scale", "head_params"),
+        "plan": ("plan", "steps_per_epoch"),
+        "optimisation": ("batch_size", "optimizer", "momentum", "nesterov", "weight_decay"),
+        "devices": ("precision", "jit_compile", "strategy", "cpu_replicas", "deterministic", "seed"),
+        "checkpoints": ("checkpoint_every", "keep_checkpoints", "copy_to", "resume", "tensorboard"),
+    }
+
     dataset: str = param("", "build output folder (metadata.json + shards)", role="input")
     output: str = param("", "run folder: checkpoints, history, curves, best and final weights", role="output")
     backbone: str = choice("MobileFaceNetV2", tuple(BACKBONES), "backbone network")
@@ -48,7 +60,8 @@ class TrainConfig(StageConfig):
     copy_to: str = param("", "also copy each checkpoint here (a Google Drive mount on Colab); resume looks here too", runtime=True)
     resume: bool = param(True, "continue from the newest checkpoint in output/ or copy_to/ (refused when it was made with other data or parameters); false: start fresh, old checkpoints removed", runtime=True)
     pretrained: str = param("", "transfer learning: backbone weights (.weights.h5) or a previous run folder", role="input")
-    precision: str = choice("float32", PRECISIONS, "mixed precision policy")
+    precision: str = choice("float32", PRECISIONS, "mixed precision policy (auto: mixed_float16 on GPUs of compute "
+                            "capability >= 7, mixed_bfloat16 on a TPU, else float32)")
     jit_compile: bool = param(False, "XLA-compile the train step", runtime=True)
     strategy: str = param("auto", "tf.distribute strategy", choices=STRATEGIES, runtime=True)
     cpu_replicas: int = param(0, "testing: split the CPU into N logical devices and mirror over them", lo=0, hi=64, runtime=True)

@@ -23,6 +23,39 @@ def split_cpu(n: int) -> None:
                           f"set it before any TensorFlow work (a fresh process)") from e
 
 
+def plan_for(gpus: list[tuple[str, tuple[int, int] | None]], tpu: bool = False) -> dict:
+    """What training will use on these devices: ``gpus`` as (name, compute capability) pairs.
+    mixed_float16 on GPUs of compute capability >= 7.0 (tensor cores), mixed_bfloat16 on a TPU,
+    float32 otherwise; MirroredStrategy over several GPUs."""
+    if tpu:
+        return {"devices": "TPU", "precision": "mixed_bfloat16", "strategy": "tpu",
+                "line": "TPU: mixed_bfloat16, strategy tpu"}
+    if not gpus:
+        return {"devices": "CPU", "precision": "float32", "strategy": "default", "line": "no GPU: CPU, float32"}
+    fast = all(cc is not None and cc >= (7, 0) for _, cc in gpus)
+    precision = "mixed_float16" if fast else "float32"
+    strategy = "mirrored" if len(gpus) > 1 else "default"
+    names = ", ".join(f"{n} (compute {cc[0]}.{cc[1]})" if cc else n for n, cc in gpus)
+    return {"devices": names, "precision": precision, "strategy": strategy,
+            "line": f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''} ({names}): {precision}, strategy {strategy}"}
+
+
+def device_plan() -> dict:
+    """``plan_for`` the devices TensorFlow sees here."""
+    import tensorflow as tf
+
+    gpus = []
+    for g in tf.config.list_physical_devices("GPU"):
+        d = tf.config.experimental.get_device_details(g)
+        gpus.append((d.get("device_name", g.name), d.get("compute_capability")))
+    return plan_for(gpus, tpu=bool(os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_NAME")))
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> what ``device_plan`` chooses; any other value as it is."""
+    return device_plan()["precision"] if precision == "auto" else precision
+
+
 def make_strategy(name: str = "auto", cpu_replicas: int = 0):
     import tensorflow as tf
 

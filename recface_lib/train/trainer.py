@@ -103,11 +103,12 @@ class TrainRun:
 
         from ..models.build import build_backbone, build_head, build_train_model, head_name
         from .optim import make_optimizer
-        from .strategy import make_strategy
+        from .strategy import make_strategy, resolve_precision
 
         cfg = self.cfg
         self.strategy = make_strategy(cfg.strategy, cfg.cpu_replicas)
-        keras.config.set_dtype_policy(cfg.precision)
+        self.precision = resolve_precision(cfg.precision)
+        keras.config.set_dtype_policy(self.precision)
         keras.utils.set_random_seed(cfg.seed)
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()
@@ -319,7 +320,7 @@ class TrainRun:
                    "best": self.best, "history": str(self.out / "history.csv"),
                    "curves": str(self.out / "curves.png") if self.history else None,
                    "num_classes": spec["num_classes"], "replicas": self.strategy.num_replicas_in_sync,
-                   "precision": self.cfg.precision, "jit_compile": self.cfg.jit_compile}
+                   "precision": self.precision, "jit_compile": self.cfg.jit_compile}
         write_manifest(self.out, "train", self.cfg.to_dict(), {"dataset": Path(self.cfg.dataset) / "metadata.json"},
                        {"global_step": self.global_step}, spec["preprocessing"], summary=summary)
         return summary
