@@ -212,6 +212,41 @@ def _scenario_options(p, default: str, runs_help: str):
     p.add_argument("--params-dir", help="folder of scenarios (default: ./papermill_params/, then the shipped ones)")
 
 
+def _p_enroll(p):
+    p.add_argument("--bundle", required=True, help="export bundle .zip (the gallery is kept beside it)")
+    p.add_argument("--person", help="the name to enrol the photos under")
+    p.add_argument("--remove", metavar="NAME", help="remove this person from the gallery")
+    p.add_argument("--backend", default="onnx", choices=("onnx", "keras"))
+    p.add_argument("--threshold", type=float, help="cosine above which a face is named (default: the bundle's "
+                   "verification threshold); kept with the gallery")
+    p.add_argument("photos", nargs="*", help="photos of the person (several: one face each)")
+
+
+@tool("enroll", "enrol a person from a few photos into a bundle's gallery (or --remove NAME); identify uses it",
+      _p_enroll)
+def _enroll(a):
+    from .errors import ConfigError
+    from .gallery import Gallery
+    from .inference import FaceRecognizer
+
+    if bool(a.person) == bool(a.remove) or (a.person and not a.photos) or (a.remove and a.photos):
+        raise ConfigError("enroll: give --person NAME with photos, or --remove NAME alone")
+    rec = FaceRecognizer.from_bundle(a.bundle, a.backend)
+    g = rec.gallery or Gallery(rec.embedder.dim, rec.spec.get("weights_sha256"))
+    if a.threshold is not None:
+        from .config import check_number
+        check_number("--threshold", a.threshold, -1.0, 1.0)
+        g.threshold = a.threshold
+    if a.person:
+        g.add(a.person, rec.enroll_vectors(a.photos), [str(p) for p in a.photos])
+        done = {"enrolled": a.person, "photos": len(a.photos)}
+    else:
+        done = {"removed": a.remove, "photos": g.remove(a.remove)}
+    g.save(a.bundle)
+    return {**done, "people": g.counts(), "threshold": g.threshold if g.threshold is not None else rec.threshold}
+
+
+
 def _p_pipeline(p):
     _scenario_options(p, "demo", "executed notebooks and reports go to RUNS/<scenario>/")
     p.add_argument("--from", dest="start", help="first stage to run")

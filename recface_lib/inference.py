@@ -40,8 +40,8 @@ class Face:
 
 
 class FaceRecognizer:
-    def __init__(self, embedder: ModelEmbedder, classifier=None, threshold: float | None = None):
-        self.embedder, self.classifier = embedder, classifier
+    def __init__(self, embedder: ModelEmbedder, classifier=None, threshold: float | None = None, gallery=None):
+        self.embedder, self.classifier, self.gallery = embedder, classifier, gallery
         self.spec = embedder.spec
         self.size = embedder.size
         self.threshold = threshold if threshold is not None else self.spec.get("verification_threshold")
@@ -53,7 +53,10 @@ class FaceRecognizer:
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike, backend: str = "onnx", threads: int = 0) -> "FaceRecognizer":
+        from .gallery import Gallery
+
         emb, files = load_bundle(path, backend, threads)
+        gallery = Gallery.load(path, emb.dim, emb.spec.get("weights_sha256"))
         clf = None
         if ("classifier.json" in files) != ("classifier.npz" in files):
             raise FormatError(f"{path}: the bundle has only one of classifier.json and classifier.npz")
@@ -66,7 +69,7 @@ class FaceRecognizer:
                 for k in ("classifier.json", "classifier.npz"):
                     (Path(tmp) / k).write_bytes(files[k])
                 clf = Classifier.load(tmp)
-        return cls(emb, clf)
+        return cls(emb, clf, gallery=gallery)
 
     # -- embedding ----------------------------------------------------------------------------
     def embed_aligned(self, faces: list[np.ndarray], flip: bool = True) -> np.ndarray:
@@ -94,18 +97,41 @@ class FaceRecognizer:
         same = None if self.threshold is None else bool(cos > self.threshold)
         return {"cosine": cos, "same": same, "threshold": self.threshold}
 
+    def enroll_vectors(self, photos: list, flip: bool = True) -> np.ndarray:
+        """One embedding per photo (its selected face); a photo without a face is an error naming it."""
+        crops = []
+        for p in photos:
+            crop, how = self.align_one(load_item(p))
+            if how == "fallback":
+                raise FormatError(f"{p}: no face found ({self.spec.get('preprocessing', {}).get('detector')}); "
+                                  "enrol photos where the face is visible")
+            crops.append(crop)
+        return self.embed_aligned(crops, flip)
+
     def identify(self, image, flip: bool = True) -> list[Face]:
-        if self.classifier is None:
-            raise ConfigError("identify needs a classifier in the bundle (export with classifier: DIR)")
+        """Every face of the photo, named by the enrolment gallery when it has people (accepted above
+        the bundle's verification threshold), else by the bundle's classifier."""
+        use_gallery = self.gallery is not None and len(self.gallery.names) > 0
+        if not use_gallery and self.classifier is None:
+            raise ConfigError("identify needs people: enrol some (recface enroll) or export with a classifier")
+        gallery_thr = self.gallery.threshold if use_gallery and self.gallery.threshold is not None else self.threshold
+        if use_gallery and gallery_thr is None:
+            raise ConfigError("identify with a gallery needs a threshold: the bundle has none (export a run validated "
+                              "on a pair set), or give one with recface enroll --threshold T")
         img = load_item(image)
         found = self.detect(img)
         if not found:
             return []
         emb = self.embed_aligned([c for c, _ in found], flip)
-        idx, scores = self.classifier.predict_scores(emb)
+        if use_gallery:
+            idx, scores = self.gallery.search(emb)
+            names, thr = self.gallery.names, gallery_thr
+        else:
+            idx, scores = self.classifier.predict_scores(emb)
+            names, thr = self.classifier.names, self.classifier.threshold
         return [Face([float(v) for v in d.box], None if d.landmarks5 is None else np.asarray(d.landmarks5).tolist(),
-                     self.classifier.names[i] if s > self.classifier.threshold else None, float(s), float(d.score),
-                     self.classifier.names[i]) for (c, d), i, s in zip(found, idx, scores)]
+                     names[i] if s > thr else None, float(s), float(d.score), names[i])
+                for (c, d), i, s in zip(found, idx, scores)]
 
 
 __all__ = ["Face", "FaceRecognizer"]

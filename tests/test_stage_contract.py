@@ -24,7 +24,7 @@ LAYERS = [
     ("embedders", {"embedders"}),
     ("train", {"train"}),
     ("evaluate", {"evaluate"}),
-    ("inference", {"inference"}),
+    ("inference", {"gallery", "inference"}),
     ("export", {"export"}),
     ("workbench", {"stages", "workspace", "pipeline", "experiments", "notebook", "widgets", "cli", "demo"}),
 ]
