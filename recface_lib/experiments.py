@@ -7,8 +7,8 @@ one figure per pair set.
 A sweep (``--grid train.head=ArcFace,CosFace train.margin=0.3,0.5``) runs the stages before the
 first swept one once, as the scenario itself does (``runs/<scenario>/``), then each variant from
 that stage on in ``runs/<scenario>/sweeps/<grid>/<variant>/``, named after its values, with every
-output of those stages moved into the variant's folder. Each variant is a pipeline run of its
-own: a rerun skips finished variants and stages and resumes an interrupted training. TensorBoard
+output of those stages moved into the variant's folder, the comparison beside it in
+``<grid>_compare/``. Each variant is a pipeline run of its own: a rerun skips finished variants and stages and resumes an interrupted training. TensorBoard
 shows every variant side by side: ``tensorboard --logdir runs/<scenario>/sweeps/<grid>``."""
 from __future__ import annotations
 
@@ -130,7 +130,8 @@ def sweep(scenario: str, grid: list[str], runs: str | os.PathLike = "runs", para
                          "stages": {s["stage"]: s["status"] for s in res["stages"]}})
         atomic_write_json(folder / SWEEP_FILE, {"scenario": scenario, "grid": grid, "swept_stages": swept,
                                                 "variants": variants, "planned": len(combos)})
-    comp = compare(CompareConfig(runs=[str(folder)], output=str(folder / "compare")), show_progress=False)
+    # beside the sweep, not inside it: outputs never land in a folder a stage reads
+    comp = compare(CompareConfig(runs=[str(folder)], output=f"{folder}_compare"), show_progress=False)
     return {"sweep": str(folder), "variants": len(variants), "ran": sum(any(v == "ran" for v in d["stages"].values())
                                                                         for d in variants),
             "table": comp["table"], "plots": comp["plots"]}
@@ -229,7 +230,7 @@ def compare(cfg: CompareConfig | dict, show_progress: bool = True) -> dict:
 
     if isinstance(cfg, dict):
         cfg = CompareConfig.from_dict(cfg)
-    check_not_input(cfg.output, {}, "compare")
+    check_not_input(cfg.output, cfg.input_paths(), "compare")
     recs = records(cfg.runs)
     if not recs:
         raise ConfigError(f"compare: no runs found in {', '.join(cfg.runs)}")

@@ -55,7 +55,7 @@ def test_sweep_resumes_and_compares(tmp_path, friends_dir):
     assert res["variants"] == 4 and res["ran"] == 4 - n_done  # finished variants are not run again
     variants = json.loads((sweep / "sweep.json").read_text())["variants"]
     assert set(variants[0]["stages"].values()) == {"skipped"}
-    comp = json.loads((sweep / "compare" / "compare.json").read_text())
+    comp = json.loads((sweep.parent / f"{sweep.name}_compare" / "compare.json").read_text())
     assert len(comp["rows"]) == 4 and comp["differing"] == ["train.head", "train.margin"]
     assert {(r["train.head"], r["train.margin"]) for r in comp["rows"]} == {
         ("ArcFace", 0.3), ("ArcFace", 0.5), ("CosFace", 0.3), ("CosFace", 0.5)}
