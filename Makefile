@@ -8,7 +8,7 @@ STAMP := $(VENV)/.recface-installed
 RECFACE_DATA ?= $(abspath ../shared/data)
 export RECFACE_DATA
 
-.PHONY: venv demo test test-fast kernel clean-venv browser
+.PHONY: venv demo distill test test-fast kernel clean-venv browser
 
 venv: $(STAMP)
 
@@ -45,3 +45,7 @@ kernel: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# distillation: a MobileFaceNetV2 student from dlib_resnet on every LFW photo outside fold 10 (README "Distillation")
+distill: $(STAMP)
+	$(BIN)/recface pipeline --scenario distill

@@ -39,6 +39,8 @@ class BuildConfig(StageConfig):
     test_samples: int = param(0, "or: the last N images of each class to the test folder", lo=0)
     test_max_pairs: int = param(3000, "test .bin: at most this many positive pairs, and as many negatives", lo=0)
     test_name: str = param("test", "name of the test folder and .bin")
+    unlabelled: bool = param(False, "the input is a folder of face images without identities (any depth): one "
+                                    "pseudo-class; such data trains only by distillation (train.teacher)")
     workers: int = param(1, "worker processes (one shard each at a time)", lo=1, hi=256, runtime=True)
     assume_aligned: int = param(0, "faces aligned outside recface: the ArcFace 5-point template at this size "
                                    "(InsightFace .rec/.bin convention); 0: read the align stage's manifest", lo=0, hi=1024)
@@ -54,14 +56,17 @@ class BuildConfig(StageConfig):
             raise ConfigError(f"{where}assume_aligned: a face size of at least 16 px (or 0), got {self.assume_aligned}")
         if self.assume_aligned and self.contract_file:
             raise ConfigError(f"{where}assume_aligned and contract_file: give one of them")
+        if self.unlabelled and (self.test_split or self.test_samples or self.num_classes or self.min_images):
+            raise ConfigError(f"{where}unlabelled: a folder without identities has no classes to select, split "
+                              "or pair (test_split, test_samples, num_classes, min_images)")
 
 
 class ShardBuilder:
     """Writes one shard (worker side): reads files (or records of a ``.rec``), checks they are
     images, writes atomically."""
 
-    def __init__(self, binary_img: bool = True, rec: str | None = None):
-        self.binary_img = binary_img
+    def __init__(self, binary_img: bool = True, rec: str | None = None, root: str = ""):
+        self.binary_img, self.root = binary_img, root
         self.rec = None
         if rec:
             from .data.recordio import RecordIOReader
@@ -71,6 +76,13 @@ class ShardBuilder:
         if self.rec is not None:
             return self.rec.read_image(int(Path(path).stem))[1]
         return Path(path).read_bytes()
+
+    def source(self, path: str) -> str:
+        """Where a record came from, relative to the build input (``rec:<index>`` for a .rec): the
+        teach stage finds the original photo behind an aligned face with it."""
+        if self.rec is not None:
+            return f"rec:{int(Path(path).stem)}"
+        return Path(path).relative_to(self.root).as_posix() if self.root else Path(path).name
 
     def write(self, spec: dict) -> dict:
         out = Path(spec["path"])
@@ -99,12 +111,25 @@ class ShardBuilder:
                 key = f"{arr.shape[1]}x{arr.shape[0]}"
                 sizes[key] = sizes.get(key, 0) + 1
                 w.write(example_bytes({"image": data if self.binary_img else str(Path(path).resolve()).encode(),
-                                       "label": int(label)}))
+                                       "label": int(label), "source": self.source(path).encode()}))
                 count += 1
         stats = {"name": out.name, "records": count, "bytes": out.stat().st_size, "errors": errors,
                  "image_sizes": sizes, "inputs": len(spec["samples"]), "key": spec.get("key")}
         atomic_write_json(out.with_name(f".{out.name}.json"), stats)
         return stats
+
+
+UNLABELLED = "(unlabelled)"
+
+
+def unlabelled_folder(root: Path) -> ImageFolder:
+    """Every image below ``root`` (any depth) as one pseudo-class: distillation data."""
+    from .data.image_folder import list_images
+
+    files = list_images(root)
+    if not files:
+        raise FormatError(f"{root}: no images found")
+    return ImageFolder(root, [UNLABELLED], {UNLABELLED: files})
 
 
 def make_pairs(folder: ImageFolder, max_pairs: int, seed: int) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
@@ -155,7 +180,9 @@ def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
     contract = preprocessing_contract(cfg, inp, from_rec)
     if from_rec and not cfg.binary_img:
         raise ConfigError(f"build: {inp}: records of a .rec have no path of their own; use binary_img: true")
-    source = rec_as_folder(inp) if from_rec else scan_folder(inp)
+    if cfg.unlabelled and from_rec:
+        raise ConfigError(f"build: {inp}: a .rec has identities; unlabelled is for plain image folders")
+    source = rec_as_folder(inp) if from_rec else unlabelled_folder(inp) if cfg.unlabelled else scan_folder(inp)
     reader = ShardBuilder(True, str(inp) if from_rec else None)
     folder = source.select(cfg.min_images, cfg.num_samples, cfg.num_classes, cfg.random_classes, cfg.seed)
     if not folder.classes:
@@ -193,7 +220,8 @@ def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
         bar = progress(total=len(samples), desc=f"build {out.name}", unit="img", disable=not show_progress)
         bar.update(sum(d["inputs"] for d in done))
         results = {d["name"]: d for d in done}
-        for st in parallel_map(ShardBuilder, {"binary_img": cfg.binary_img, "rec": str(inp) if from_rec else None},
+        for st in parallel_map(ShardBuilder, {"binary_img": cfg.binary_img, "rec": str(inp) if from_rec else None,
+                                              "root": str(inp)},
                                "write", todo, cfg.workers,
                                on_result=lambda r: bar.update(r["inputs"])):
             results[st["name"]] = st
@@ -217,6 +245,7 @@ def build(cfg: BuildConfig | dict, show_progress: bool = True) -> dict:
             "class_names": classes, "class_counts": counts, "shards": shards_meta, "image_size": image_size,
             "image_sizes": sizes, "colour_order": "RGB (encoded files; decoders return RGB)",
             "image_storage": "bytes" if cfg.binary_img else "path", "source": str(inp.resolve()),
+            "labelled": not cfg.unlabelled, "record_keys": ["image", "label", "source"],
             "parameters": cfg.output_params(), "skipped": errors, "preprocessing": contract}
 
     report = {"output": str(out), "num_samples": meta["num_samples"], "num_classes": len(classes),

@@ -21,7 +21,8 @@ SPEC = "recface.json"
 # the members recface reads, with the most each may inflate to (a zip bomb is refused from the
 # central directory's sizes, before anything is decompressed); saved_model/ is never read here
 MEMBER_LIMITS = {SPEC: 64 << 20, "classifier.json": 64 << 20, "classifier.npz": 2 << 30,
-                 "model.onnx": 2 << 30, "model.tflite": 2 << 30, "embedding.keras": 2 << 30}
+                 "model.onnx": 2 << 30, "model.tflite": 2 << 30, "model_fp16.tflite": 2 << 30,
+                 "model_int8.tflite": 2 << 30, "embedding.keras": 2 << 30}
 
 
 def open_bundle(path: str | os.PathLike, need: tuple = (), read: tuple | None = None) -> tuple[dict, dict[str, bytes]]:

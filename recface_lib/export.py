@@ -24,8 +24,9 @@ from .config import StageConfig, param
 from .errors import ConfigError, FormatError
 from .manifest import check_contract, check_not_input, fingerprint, read_manifest, write_manifest
 
-FORMATS = ("keras", "saved_model", "onnx", "tflite")
-MIN_COSINE = 0.9999
+FORMATS = ("keras", "saved_model", "onnx", "tflite", "tflite_fp16", "tflite_int8")
+FLOAT_FORMATS = ("keras", "saved_model", "onnx", "tflite")
+MIN_COSINE = 0.9999  # float formats on the check faces; quantised ones are gated on pair-set accuracy
 
 
 @dataclass
@@ -35,7 +36,16 @@ class ExportConfig(StageConfig):
     check_images: str = param("", "face photos the exported formats are checked on (aligned crops or photos)", role="input")
     classifier: str = param("", "classifier folder fitted with this model ('' : none)", role="input")
     weights: str = param("final", "final, or a validation set's best weights")
-    formats: list = param(list(FORMATS), "formats in the bundle: keras, saved_model, onnx, tflite")
+    formats: list = param(list(FLOAT_FORMATS), "formats in the bundle: keras, saved_model, onnx (dynamic batch), "
+                          "tflite (float32), tflite_fp16, tflite_int8 (full-integer)")
+    pair_set: str = param("", "a .bin pair set every format is scored on next to Keras (accuracy, TAR@FAR 1e-3); "
+                              "'' : the run's first validation set; needed for the quantised formats", role="input")
+    max_accuracy_drop: float = param(0.5, "refuse a format whose pair-set accuracy is more than this many points "
+                                          "below Keras'", lo=0.0, hi=100.0)
+    keep_failing: bool = param(False, "keep a format that fails the accuracy gate (recorded, with a warning)")
+    representative: str = param("", "int8 calibration: a folder of aligned faces ('' : the run's training faces)",
+                                role="input")
+    representative_count: int = param(200, "faces the int8 conversion is calibrated on", lo=1, hi=100000)
     identify: list = param([], "photos to identify with the bundle (onnxruntime) after export")
 
     def validate(self, where=""):
@@ -55,7 +65,9 @@ def run(cfg: ExportConfig | dict, show_progress: bool = True) -> dict:
     """The export stage: the bundle, then (optionally) photos identified with it via onnxruntime."""
     if isinstance(cfg, dict):
         cfg = ExportConfig.from_dict(cfg)
-    res = export(cfg.run, cfg.output, cfg.check_images, cfg.classifier or None, cfg.weights, tuple(cfg.formats))
+    res = export(cfg.run, cfg.output, cfg.check_images, cfg.classifier or None, cfg.weights, tuple(cfg.formats),
+                 pair_set=cfg.pair_set or None, max_accuracy_drop=cfg.max_accuracy_drop, keep_failing=cfg.keep_failing,
+                 representative=cfg.representative or None, representative_count=cfg.representative_count)
     if cfg.identify:
         from .inference import FaceRecognizer
         rec = FaceRecognizer.from_bundle(cfg.output, "onnx")
@@ -94,62 +106,96 @@ def check_classifier(classifier, ident: str, dim: int, run: Path, weights: str) 
     return cmeta
 
 
+def default_pair_set(run: Path) -> str | None:
+    """The run's first validation pair set (train_config.json), if it still exists."""
+    try:
+        vs = json.loads((run / "train_config.json").read_text()).get("val_sets") or []
+    except (OSError, ValueError):
+        return None
+    return next((str(v) for v in vs if str(v).endswith(".bin") and Path(v).is_file()), None)
+
+
 def export(run: str | os.PathLike, out: str | os.PathLike, check_images: str | os.PathLike | None = None,
-           classifier: str | os.PathLike | None = None, weights: str = "final", formats=FORMATS,
-           check_count: int = 32) -> dict:
+           classifier: str | os.PathLike | None = None, weights: str = "final", formats=FLOAT_FORMATS,
+           check_count: int = 32, pair_set: str | None = None, max_accuracy_drop: float = 0.5,
+           keep_failing: bool = False, representative: str | None = None, representative_count: int = 200) -> dict:
     import tensorflow as tf
 
     from . import __version__
     from .embedders.factory import model_identity
-    from .embedders.model import KerasBackend, OnnxBackend, load_run, preprocess, run_weights
+    from .embedders.model import (TFLITE_MEMBERS, KerasBackend, OnnxBackend, TfliteBackend, load_run, preprocess,
+                                  run_weights, tensor_types)
+    from .quantize import PairParity, convert_tflite, cosine_stats, gate, parity_markdown, representative_faces
 
     check_formats(formats)
     run = Path(run)
-    check_not_input(out, {"run": run, "check_images": check_images, "classifier": classifier}, "export")
+    check_not_input(out, {"run": run, "check_images": check_images, "classifier": classifier, "pair_set": pair_set,
+                          "representative": representative}, "export")
     emb = load_run(run, weights)
     contract = check_contract(emb.contract, f"{run}/model.json", model=True)
     model, spec = emb.backend.model, dict(emb.spec)
     ident = model_identity(str(run), weights)
     cmeta = check_classifier(classifier, ident, int(spec["embd_shape"]), run, weights) if classifier else None
+    pair_set = pair_set or default_pair_set(run)
+    quantised = [f for f in formats if f not in FLOAT_FORMATS]
+    if quantised and not pair_set:
+        raise ConfigError(f"export: {', '.join(quantised)} must be checked on a pair set (pair_set: a .bin); "
+                          "this run has no validation set to default to")
     faces = _check_faces(emb, check_images, check_count)
     x = preprocess(faces, emb.size, emb.normalization)
-    ref = np.asarray(model(x, training=False), np.float64)
+    keras_run = KerasBackend(model=model)
+    ref = keras_run(x)
+    pairs = PairParity(pair_set, emb) if pair_set else None
 
-    def cos_min(e):
-        e = np.asarray(e, np.float64)
-        num = (e * ref).sum(1)
-        return float((num / (np.linalg.norm(e, axis=1) * np.linalg.norm(ref, axis=1))).min())
+    checks, members, table, types = {}, {}, {}, {}
 
-    checks, members = {}, {}
+    def measure(name, runner):
+        row = cosine_stats(runner(x), ref)
+        if pairs is not None:
+            row.update(pairs.score(pairs.embed(runner)))
+        table[name] = row
+        checks[name] = row["min_cosine"]
+
+    measure("keras", keras_run)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         if "keras" in formats:
             model.save(t / "embedding.keras")
-            checks["keras"] = cos_min(KerasBackend(spec, keras_file=str(t / "embedding.keras"))(x))
+            checks["keras"] = cosine_stats(KerasBackend(spec, keras_file=str(t / "embedding.keras"))(x), ref)["min_cosine"]
             members["embedding.keras"] = t / "embedding.keras"
-        if "saved_model" in formats or "tflite" in formats:
+        else:
+            checks.pop("keras")
+        if "saved_model" in formats or any(f.startswith("tflite") for f in formats):
             model.export(str(t / "saved_model"), format="tf_saved_model", verbose=False)
             sm = tf.saved_model.load(str(t / "saved_model"))
-            checks["saved_model"] = cos_min(sm.serve(tf.constant(x)).numpy())
+            sm_run = lambda b: sm.serve(tf.constant(b)).numpy()  # noqa: E731
+            if "saved_model" in formats:
+                measure("saved_model", sm_run)
         if "onnx" in formats:
             model.export(str(t / "model.onnx"), format="onnx", verbose=False)
-            checks["onnx"] = cos_min(OnnxBackend((t / "model.onnx").read_bytes())(x))
+            onnx_run = OnnxBackend((t / "model.onnx").read_bytes())
+            measure("onnx", onnx_run)
+            one = np.concatenate([onnx_run(x[i:i + 1]) for i in range(len(x))])  # the batch axis is dynamic
+            table["onnx"]["batch_1_vs_n_max_abs"] = float(np.abs(one - onnx_run(x)).max())
             members["model.onnx"] = t / "model.onnx"
-        if "tflite" in formats:
-            conv = tf.lite.TFLiteConverter.from_saved_model(str(t / "saved_model"))
-            (t / "model.tflite").write_bytes(conv.convert())
-            interp = tf.lite.Interpreter(model_path=str(t / "model.tflite"))
-            inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
-            interp.resize_tensor_input(inp["index"], x.shape)
-            interp.allocate_tensors()
-            interp.set_tensor(inp["index"], x)
-            interp.invoke()
-            checks["tflite"] = cos_min(interp.get_tensor(outp["index"]))
-            members["model.tflite"] = t / "model.tflite"
-        failed = {k: v for k, v in checks.items() if v < MIN_COSINE}
+        rep_source = None
+        for name in [f for f in formats if f.startswith("tflite")]:
+            kind = {"tflite": "float32", "tflite_fp16": "float16", "tflite_int8": "int8"}[name]
+            rep = None
+            if kind == "int8":
+                rep_faces, rep_source = representative_faces(run, spec, representative, representative_count)
+                rep = preprocess(rep_faces, emb.size, emb.normalization)
+            path = t / TFLITE_MEMBERS[name]
+            path.write_bytes(convert_tflite(t / "saved_model", kind, rep))
+            runner = TfliteBackend(path.read_bytes())
+            measure(name, runner)
+            types[name] = tensor_types(runner.interp)
+            members[TFLITE_MEMBERS[name]] = path
+        failed = {k: v for k, v in checks.items() if k in FLOAT_FORMATS and v < MIN_COSINE}
         if failed:
             raise FormatError(f"{run}: exported formats disagree with the Keras model on {len(faces)} faces: "
                               + ", ".join(f"{k} min cosine {v:.6f}" for k, v in failed.items()))
+        warnings = gate(table, max_accuracy_drop, keep_failing)
         manifest = read_manifest(run) or {}
         best = manifest.get("summary", {}).get("best", {})
         thr = next((b.get("threshold") for b in best.values() if b.get("threshold") is not None), None)
@@ -161,8 +207,12 @@ def export(run: str | os.PathLike, out: str | os.PathLike, check_images: str | o
                 "verification_threshold": thr, "flip_tta": True, "weights_sha256": ident,
                 "training": {"run": str(run), "weights": weights, "dataset": spec.get("dataset"),
                              "metrics": {k: manifest.get("summary", {}).get(k) for k in ("loss", "accuracy", "validation", "best", "global_step")}},
-                "formats": {k: {"checked_min_cosine": round(v, 7)} for k, v in checks.items()},
+                "formats": {k: {"checked_min_cosine": round(v, 7), **({"tensors": types[k]} if k in types else {})}
+                            for k, v in checks.items()},
                 "check": {"faces": len(faces), "source": str(check_images), "min_cosine_required": MIN_COSINE},
+                "parity": {"pair_set": pair_set, "pairs": len(pairs.issame) if pairs else 0, "faces": len(faces),
+                           "max_accuracy_drop_points": max_accuracy_drop, "representative": rep_source,
+                           "table": table, "warnings": warnings},
                 "classifier": None}
         out = Path(out)
         if "saved_model" in formats:
@@ -171,11 +221,17 @@ def export(run: str | os.PathLike, out: str | os.PathLike, check_images: str | o
             members.update({k: Path(classifier) / k for k in ("classifier.json", "classifier.npz")})
             meta["classifier"] = {k: v for k, v in cmeta.items() if k != "params"}
         write_bundle(out, meta, members)
+    md = parity_markdown(table, len(faces), pair_set)
+    from .io_utils import atomic_write_bytes
+    table_path = out.with_name(out.stem + ".parity.md")
+    atomic_write_bytes(table_path, md.encode())
     write_manifest(out, "export", {"weights": weights, "formats": list(formats)},
-                   {"run": fingerprint(run / "model.json"), "weights": run_weights(run, weights),
-                    "classifier": classifier or None}, {"formats": len(checks)}, contract)
+                   {"run": fingerprint(run / "model.json"), "weights": {"path": str(run_weights(run, weights)),
+                                                                       "kind": "file", "sha256": ident.removeprefix("sha256:")},
+                    "classifier": classifier or None, "pair_set": pair_set}, {"formats": len(checks)}, contract)
     return {"bundle": str(out), "bytes": out.stat().st_size, "checks": checks, "formats": list(checks),
-            "classifier": bool(classifier), "verification_threshold": thr}
+            "classifier": bool(classifier), "verification_threshold": thr, "parity": table, "warnings": warnings,
+            "table": str(table_path)}
 
 
-__all__ = ["ExportConfig", "run", "export", "FORMATS"]
+__all__ = ["ExportConfig", "run", "export", "FORMATS", "FLOAT_FORMATS"]

@@ -2,6 +2,7 @@
 training curves."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -181,12 +182,15 @@ def plot_training_curves(history: Sequence[Mapping], path=None, title: str = "tr
     a1.set_xlabel("step")
     a1.set_ylabel("loss")
     a1.set_title(f"{title}: loss")
-    a2.plot(steps, [r.get("accuracy") for r in history], "o-", ms=3, label="train accuracy")
+    if any(math.isfinite(r.get("accuracy", math.nan)) for r in history):
+        a2.plot(steps, [r.get("accuracy") for r in history], "o-", ms=3, label="train accuracy")
+    if any("cosine" in r for r in history):  # distillation: agreement with the teacher
+        a2.plot(steps, [r.get("cosine") for r in history], "^-", ms=3, label="cosine to the teacher")
     for k in history[0] if history else []:
         if k.startswith("val_") and not k.endswith("_std"):
             a2.plot(steps, [r.get(k) for r in history], "s-", ms=3, label=k[4:])
     a2.set_xlabel("step")
-    a2.set_ylabel("accuracy")
+    a2.set_ylabel("accuracy / cosine" if any("cosine" in r for r in history) else "accuracy")
     a2.set_ylim(0, 1.01)
     a2.set_title(f"{title}: accuracy")
     for a in (a1, a2):

@@ -57,6 +57,12 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           "Build dataset", "Aligned identity folder (or InsightFace `.rec`) -> shuffled, sharded TFRecords + "
           "`metadata.json` carrying the preprocessing contract, an optional test split and a verification `.bin` "
           "of pairs built from it."),
+    Stage("teach", "teach:TeachConfig", "teach:teach", "02b_teach",
+          "a teacher's embeddings of every record (and its mirror) of a built dataset, once, for distillation",
+          "Teacher embeddings", "For distillation: a teacher (`dlib_resnet`, a training run, or a bundle) embeds every "
+          "face of the built dataset and its mirror image, once. It sees the original photo behind each aligned face "
+          "when it aligns differently from the data. The embeddings go to their own folder, one file per shard, "
+          "resumable and tied to the teacher's weights and the dataset's content; `train.teacher` points at it."),
     Stage("train", "train.config:TrainConfig", "train.trainer:train", "03_train",
           "train a backbone + margin head on TFRecords with the staged plan (resumes by default)",
           "Train", "A backbone + margin head on the TFRecords with the staged plan (epochs, lr, val_save, "

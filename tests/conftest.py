@@ -1,3 +1,4 @@
+import contextlib
 import os
 import subprocess
 import sys
@@ -106,3 +107,60 @@ def trained(friends_dir, tmp_path_factory):
                             str(root / "aligned" / "Andre_Agassi"), "--classifier", str(root / "clf" / "classifier"),
                             "--json"))
     return {"root": root, "bundle": bundle, "export": exp, "classify": clf}
+
+
+# -- training helpers shared by test_train, test_train_scale, test_partial_fc, test_distill ---------
+@pytest.fixture(scope="session")
+def ds(friends_dir, tmp_path_factory):
+    """friends16's train photos built into 2 shards + a 4-per-person test split (a tiny dataset)."""
+    from recface_lib.build import BuildConfig, build
+
+    out = tmp_path_factory.mktemp("ds") / "friends16"
+    build(BuildConfig.from_dict({"input": str(friends_dir / "train"), "output": str(out), "shards": 2,
+                                 "test_samples": 4, "test_max_pairs": 40}), show_progress=False)
+    return out
+
+
+def h5_weights(path):
+    import h5py
+
+    out = {}
+    with h5py.File(path) as f:
+        f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+    return out
+
+
+def max_diff(a, b):
+    import numpy as np
+
+    assert a.keys() == b.keys() and a
+    return max(float(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)).max()) for k in a)
+
+
+def runs_differ(a, b, name="backbone.weights.h5") -> float:
+    """Largest weight difference between two runs' final/<name>."""
+    return max_diff(h5_weights(Path(a) / "final" / name), h5_weights(Path(b) / "final" / name))
+
+
+class KilledAfterCheckpoint(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def killed_after_checkpoint(step: int):
+    """The training inside dies right after writing its checkpoint at ``step`` (an in-process kill at
+    the worst moment for a resume); the block must reach it."""
+    from recface_lib.train import trainer
+
+    orig = trainer.TrainRun.checkpoint
+
+    def die(self, s, si, seg):
+        orig(self, s, si, seg)
+        if s == step:
+            raise KilledAfterCheckpoint(s)
+    trainer.TrainRun.checkpoint = die
+    try:
+        with pytest.raises(KilledAfterCheckpoint):
+            yield
+    finally:
+        trainer.TrainRun.checkpoint = orig

@@ -141,3 +141,151 @@ def test_head_names_and_errors():
     assert head_name("ArcFaceHead") == "ArcFace"  # the recface guide's spelling
     with pytest.raises(ConfigError, match="valid: ArcFace, CosFace"):
         head_name("ArcFase")
+
+
+# -- CurricularFace, MagFace, sub-center ArcFace (#16) ------------------------------------------------
+def _arc(cos, m):
+    th = np.arccos(np.clip(cos, -1, 1))
+    return np.where(th + m <= math.pi, np.cos(th + m), cos - m * np.sin(m))
+
+
+def ref_curricular(emb, w, labels, m, t_old, alpha, s=64.0):
+    """insightface/CurricularFace's forward, loop by loop, float64; returns (logits, new t)."""
+    cos = _cos(emb, w)
+    out = cos.copy()
+    t = t_old
+    targets = cos[np.arange(len(labels)), labels]
+    t = alpha * targets.mean() + (1 - alpha) * t_old
+    for i, y in enumerate(labels):
+        c = targets[i]
+        c_m = c * math.cos(m) - math.sqrt(max(1 - c * c, 1e-7)) * math.sin(m)
+        for j in range(w.shape[1]):
+            if j != y and cos[i, j] > c_m:
+                out[i, j] = cos[i, j] * (t + cos[i, j])
+        out[i, y] = c_m if c > math.cos(math.pi - m) else c - math.sin(math.pi - m) * m
+    return s * out, t
+
+
+def ref_magface(emb, w, labels, s=64.0, u_m=0.8, l_m=0.45, l_a=10.0, u_a=110.0, lam=35.0):
+    cos = _cos(emb, w)
+    a = np.clip(np.linalg.norm(emb, axis=1), l_a, u_a)
+    out = cos.copy()
+    for i, y in enumerate(labels):
+        m = (u_m - l_m) / (u_a - l_a) * (a[i] - l_a) + l_m
+        th = math.acos(min(max(cos[i, y], -1), 1))
+        out[i, y] = math.cos(th + m) if th + m <= math.pi else cos[i, y] - math.sin(math.pi - m) * m
+    return s * out, lam * np.mean(1 / a + a / u_a ** 2)
+
+
+def ref_subcenter(emb, w, labels, m, k, s=64.0):
+    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    ww = w / np.linalg.norm(w, axis=0, keepdims=True)
+    sub = np.clip(e @ ww, -1, 1).reshape(len(emb), -1, k)
+    cos = sub.max(2)
+    out = cos.copy()
+    out[np.arange(len(labels)), labels] = _arc(cos[np.arange(len(labels)), labels], m)
+    return s * out
+
+
+def _edge_batch(w, labels, rng):
+    """Embeddings exactly on their class centre (cos = 1) and exactly opposite (cos = -1), plus random."""
+    emb = rng.normal(size=(len(labels), w.shape[0])) * 15
+    emb[0] = w[:, labels[0]] * 30.0
+    emb[1] = -w[:, labels[1]] * 30.0
+    return emb
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_curricularface_matches_numpy(batch, training):
+    emb, labels = batch
+    head = build_head("CurricularFace", C, scale=64.0)
+    head.build(((None, D), (None,)))
+    head.t.assign(0.3)
+    w = np.asarray(head.w, np.float64)
+    rng = np.random.default_rng(1)
+    emb = np.concatenate([_edge_batch(w, labels[:8], rng), emb])
+    out = np.asarray(head([emb.astype(np.float32), labels.astype(np.int32) if len(labels) == len(emb)
+                           else np.concatenate([labels[:8], labels]).astype(np.int32)], training=training), np.float64)
+    lab = np.concatenate([labels[:8], labels])
+    want, t = ref_curricular(emb, w, lab, 0.5, 0.3, 0.01 if training else 0.0)
+    if not training:
+        want, t = ref_curricular(emb, w, lab, 0.5, 0.3, 0.0)
+    assert np.all(np.isfinite(out))
+    plain = 64 * _cos(emb, w)
+    offtarget = np.ones_like(plain, bool)
+    offtarget[np.arange(len(lab)), lab] = False
+    assert (np.abs(want - plain)[offtarget] > 1e-3).sum() >= 5  # hard negatives were re-weighted
+    np.testing.assert_allclose(out, want, rtol=0, atol=64 * 3e-4)
+    assert float(head.t) == pytest.approx(t if training else 0.3, abs=1e-6)
+
+
+def test_magface_matches_numpy_with_its_regulariser(batch):
+    emb, labels = batch
+    head = build_head("MagFace", C, scale=64.0)
+    head.build(((None, D), (None,)))
+    w = np.asarray(head.w, np.float64)
+    rng = np.random.default_rng(2)
+    emb = np.concatenate([_edge_batch(w, labels[:8], rng), emb * 4, emb * 40])  # magnitudes below, in, above [10, 110]
+    lab = np.concatenate([labels[:8], labels, labels])
+    out = np.asarray(head([emb.astype(np.float32), lab.astype(np.int32)], training=True), np.float64)
+    want, reg = ref_magface(emb, w, lab)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, want, rtol=0, atol=64 * 3e-4)
+    assert len(head.losses) == 1 and float(head.losses[0]) == pytest.approx(reg, rel=1e-4)
+
+
+def test_subcenter_arcface_matches_numpy_and_finds_dominant_centres(batch):
+    emb, labels = batch
+    head = build_head("SubCenterArcFace", C, scale=64.0, k=3)
+    head.build(((None, D), (None,)))
+    w = np.asarray(head.w, np.float64)
+    rng = np.random.default_rng(3)
+    edge = rng.normal(size=(2, D)) * 15
+    edge[0], edge[1] = w[:, 3 * labels[0] + 1] * 30, -w[:, 3 * labels[1]] * 30
+    emb2 = np.concatenate([edge, emb])
+    lab = np.concatenate([labels[:2], labels])
+    out = np.asarray(head([emb2.astype(np.float32), lab.astype(np.int32)]), np.float64)
+    np.testing.assert_allclose(out, ref_subcenter(emb2, w, lab, 0.5, 3), rtol=0, atol=64 * 3e-4)
+    assert np.all(np.isfinite(out))
+    # clean-up: faces of class 0 mostly at its centre 2, one face far from it (noise)
+    wc = w[:, 2] / np.linalg.norm(w[:, 2])
+    faces = np.stack([wc * 10 + rng.normal(size=D) * 0.5 for _ in range(6)] + [-wc * 10])
+    dom, keep = head.dominant(faces.astype(np.float32), np.zeros(7, int), max_angle=75)
+    assert dom[0] == 2 and keep[:6].all() and not keep[6]
+
+
+@pytest.mark.parametrize("name", ["CurricularFace", "MagFace", "SubCenterArcFace"])
+def test_new_heads_gradients_match_finite_differences(name):
+    """d(sum(logits * R))/d(embedding) of the layer against central differences of the NumPy reference."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, C, 6)
+    head = build_head(name, C, scale=8.0)
+    head.build(((None, D), (None,)))
+    w = np.asarray(head.w, np.float64)
+    emb = rng.normal(size=(6, D)) * (20 if name == "MagFace" else 1)
+    R = rng.normal(size=(6, C))
+
+    def ref(e):
+        if name == "CurricularFace":
+            return (ref_curricular(e, w, labels, 0.5, 0.0, 0.0, s=8.0)[0] * R).sum()
+        if name == "MagFace":
+            return (ref_magface(e, w, labels, s=8.0)[0] * R).sum()
+        return (ref_subcenter(e, w, labels, 0.5, 3, s=8.0) * R).sum()
+
+    x = tf.constant(emb.astype(np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        val = tf.reduce_sum(head([x, labels.astype(np.int32)], training=False) * R.astype(np.float32))
+    g = tape.gradient(val, x).numpy().astype(np.float64)
+    num = np.zeros_like(emb)
+    h = 1e-5 * max(1.0, np.abs(emb).max())
+    for i in range(emb.shape[0]):
+        for j in range(emb.shape[1]):
+            ep, em = emb.copy(), emb.copy()
+            ep[i, j] += h
+            em[i, j] -= h
+            num[i, j] = (ref(ep) - ref(em)) / (2 * h)
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(g, num, rtol=2e-2, atol=2e-3 * np.abs(num).max())

@@ -22,10 +22,11 @@ LAYERS = [
     ("build", {"build"}),
     ("models", {"models"}),
     ("embedders", {"embedders"}),
+    ("teach", {"teach"}),
     ("train", {"train"}),
     ("evaluate", {"evaluate"}),
     ("inference", {"gallery", "inference"}),
-    ("export", {"export"}),
+    ("export", {"export", "quantize"}),
     ("workbench", {"stages", "workspace", "pipeline", "experiments", "notebook", "widgets", "cli", "demo"}),
 ]
 
@@ -172,10 +173,10 @@ def test_yaml_cli_and_notebook_give_the_same_config(name, tmp_path):
     cls = STAGES[name].config_class
     vals = _sample_values(cls)
     # fields a stage's validation needs filled or consistent
-    extra = {"convert": {"mode": "pairs2bin"}, "build": {"test_split": 0.0, "contract_file": ""},
+    extra = {"convert": {"mode": "pairs2bin"}, "build": {"test_split": 0.0, "contract_file": "", "unlabelled": False},
              "train": {"head": "ArcFace", "precision": "float32", "cpu_replicas": 0, "jit_compile": False,
                        "plan": [[2, 0.1, True, 2], {"epochs": 1, "lr": 0.01, "decay": "cosine"}],
-                       "head_params": {"easy_margin": True}},
+                       "head_params": {"easy_margin": True}, "sample_rate": 1.0},
              "evaluate": {"folds": [1, 10], "models": ["dlib_resnet", "runs/x"], "pair_sets": ["a.bin"]},
              "export": {"formats": ["onnx", "tflite"]}, "compare": {"runs": ["runs/a", "runs/b"]}}.get(name, {})
     vals.update(extra)

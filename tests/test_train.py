@@ -10,36 +10,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from conftest import last_json, run_cli
+from conftest import h5_weights, last_json, max_diff, run_cli
 
 TINY = ["--set", "input_size=32", "--set", "embd_shape=32", "--set", "batch_size=16", "--set", "shuffle_buffer=64",
         "--set", "tensorboard=false"]
-
-
-@pytest.fixture(scope="module")
-def ds(friends_dir, tmp_path_factory):
-    from recface_lib.build import BuildConfig, build
-
-    out = tmp_path_factory.mktemp("ds") / "friends16"
-    build(BuildConfig.from_dict({"input": str(friends_dir / "train"), "output": str(out), "shards": 2,
-                                 "test_samples": 4, "test_max_pairs": 40}), show_progress=False)
-    return out
-
-
-def h5_weights(path):
-    import h5py
-
-    out = {}
-    with h5py.File(path) as f:
-        f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
-    return out
-
-
-def max_diff(a, b):
-    assert a.keys() == b.keys() and a
-    return max(float(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)).max()) for k in a)
 
 
 def train_args(ds, out, *extra):

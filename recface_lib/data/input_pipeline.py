@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..config import StageConfig, param
 from ..errors import ConfigError
 from .tfrecord import check_shards, load_metadata
@@ -50,10 +52,14 @@ class Augmentation(StageConfig):
 def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True, image_size: int = 112,
                  normalization: str = "-1:1", augment: Augmentation | None = None,
                  shuffle_buffer: int = 8192, repeat: bool | None = None, deterministic: bool = False, seed: int = 0,
-                 cycle_length: int = 8, start: int = 0):
+                 cycle_length: int = 8, start: int = 0, teacher=None):
     """``start``: the number of samples already consumed (resume). Element i of the stream always
     gets augmentation seed (seed, i); in deterministic mode the stream is also skipped to sample
-    ``start``, so a resumed run sees exactly the batches an uninterrupted run would have."""
+    ``start``, so a resumed run sees exactly the batches an uninterrupted run would have.
+
+    ``teacher``: (embeddings, mirrored embeddings), one row per record in shard order
+    (``teach.load_teacher``): elements are then (image, label, target), the target being the
+    mirrored face's embedding whenever the flip augmentation mirrored the image."""
     import tensorflow as tf
 
     a = augment or Augmentation()
@@ -69,10 +75,19 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
     repeat = training if repeat is None else repeat
     auto = tf.data.AUTOTUNE
 
-    files = tf.data.Dataset.from_tensor_slices(shards)
+    if teacher is None:
+        files = tf.data.Dataset.from_tensor_slices(shards)
+        read = tf.data.TFRecordDataset
+    else:  # each record with its row in the teacher's arrays: shard offset + position in the shard
+        offsets = np.cumsum([0] + [int(s["records"]) for s in meta["shards"]])[:-1].astype(np.int64)
+        if len(teacher[0]) != int(meta["num_samples"]):
+            raise ConfigError(f"{path}: {len(teacher[0])} teacher embeddings for {meta['num_samples']} records")
+        files = tf.data.Dataset.from_tensor_slices((shards, offsets))
+        read = lambda f, o: tf.data.TFRecordDataset(f).enumerate().map(lambda j, r: (o + j, r))  # noqa: E731
+        t_emb, t_flip = tf.constant(teacher[0]), tf.constant(teacher[1])
     if training:
         files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=not deterministic)
-    ds = files.interleave(tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(shards)),
+    ds = files.interleave(read, cycle_length=min(cycle_length, len(shards)),
                           num_parallel_calls=auto, deterministic=deterministic or None)
     if training and shuffle_buffer > 1:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=not deterministic)
@@ -85,7 +100,9 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
     size = int(image_size)
     n_classes = int(meta["num_classes"])
 
-    def load(i, rec):
+    def load(i, item):
+        row, rec = item if teacher is not None else (None, item)
+        flipped = tf.constant(False)
         ex = tf.io.parse_single_example(rec, spec)
         data = tf.io.read_file(ex["image"]) if by_path else ex["image"]
         img = tf.io.decode_image(data, channels=3, expand_animations=False)
@@ -101,7 +118,8 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
             else:
                 img = tf.image.resize(img, [size, size]) if meta.get("image_size") != [size, size] else img
             if flip:
-                img = tf.image.stateless_random_flip_left_right(img, seeds[2])
+                flipped = tf.random.stateless_uniform([], seeds[2]) < 0.5
+                img = tf.cond(flipped, lambda: tf.image.flip_left_right(img), lambda: img)
             if color_jitter > 0:
                 img = tf.image.stateless_random_brightness(img, 0.2 * color_jitter, seeds[3])
                 img = tf.image.stateless_random_contrast(img, 1 - 0.3 * color_jitter, 1 + 0.3 * color_jitter, seeds[4])
@@ -129,6 +147,9 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
         # silently give NaN); the trainer names the shard (tfrecord.data_error)
         tf.debugging.assert_less(label, n_classes, message="label outside the classes of metadata.json")
         tf.debugging.assert_non_negative(label, message="negative label")
+        if teacher is not None:
+            target = tf.cast(tf.where(flipped, tf.gather(t_flip, row), tf.gather(t_emb, row)), tf.float32)
+            return normalize(img, normalization), label, target
         return normalize(img, normalization), label
 
     ds = ds.map(load, num_parallel_calls=auto, deterministic=deterministic or None)

@@ -186,6 +186,22 @@ def load_metadata(path: str | os.PathLike) -> dict:
     return meta
 
 
+def dataset_key(meta: dict) -> str:
+    """The data's content key (what training checkpoints and teacher embeddings are tied to):
+    every shard's name, size and first 64 KiB."""
+    import hashlib
+
+    h = hashlib.sha256()
+    d = Path(meta["_dir"])
+    for sh in meta["shards"]:
+        h.update(f"{sh['name']}:{sh['bytes']}".encode())
+        p = d / sh["name"]
+        if p.is_file():
+            with open(p, "rb") as f:
+                h.update(f.read(1 << 16))
+    return h.hexdigest()[:16]
+
+
 def data_error(meta: dict, err: Exception) -> FormatError:
     """A TensorFlow error met while reading the training data, as a FormatError naming the shard
     (and record) at fault: the shards are checked record by record (both CRCs, and each label

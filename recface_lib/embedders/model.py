@@ -21,6 +21,10 @@ from ..manifest import check_contract
 from .base import Embedder
 
 
+# bundle member of each TFLite format (export writes them, load_bundle reads them)
+TFLITE_MEMBERS = {"tflite": "model.tflite", "tflite_fp16": "model_fp16.tflite", "tflite_int8": "model_int8.tflite"}
+
+
 def preprocess(images, input_size: int, normalization: str) -> np.ndarray:
     """RGB uint8 images -> float32 batch in the model's input range (numpy twin of the tf.data path)."""
     import cv2
@@ -73,6 +77,58 @@ class OnnxBackend:
         return np.asarray(self.sess.run(None, {self.input: x.astype(np.float32)})[0], np.float32)
 
 
+def tflite_interpreter(model: bytes, threads: int = 0):
+    """A TFLite interpreter from the lightest runtime installed: ``ai-edge-litert``, then
+    ``tflite-runtime``, then TensorFlow's own ``tf.lite`` (the full TensorFlow)."""
+    import importlib
+
+    for name in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        return mod.Interpreter(model_content=model, num_threads=threads or None)
+    import tensorflow as tf
+    return tf.lite.Interpreter(model_content=model, num_threads=threads or None)
+
+
+def tensor_types(interp) -> dict:
+    """The input and output tensors' types and int8 quantisation (recorded in recface.json)."""
+    def one(d):
+        scale, zero = d.get("quantization", (0.0, 0))
+        return {"dtype": np.dtype(d["dtype"]).name, "scale": float(scale), "zero_point": int(zero)}
+    return {"input": one(interp.get_input_details()[0]), "output": one(interp.get_output_details()[0])}
+
+
+class TfliteBackend:
+    """A TFLite model (float32, float16 or full-integer int8): float32 in, float32 out; an integer
+    model's input is quantised and its output dequantised with the tensors' own scale and zero point."""
+
+    def __init__(self, model: bytes, threads: int = 0):
+        self.interp = tflite_interpreter(model, threads)
+        self.inp, self.out = self.interp.get_input_details()[0], self.interp.get_output_details()[0]
+        self.shape = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        it = self.interp
+        if self.shape != x.shape:
+            it.resize_tensor_input(self.inp["index"], list(x.shape))
+            it.allocate_tensors()
+            self.shape = x.shape
+        dt = np.dtype(self.inp["dtype"])
+        if dt.kind in "iu":
+            scale, zero = self.inp["quantization"]
+            info = np.iinfo(dt)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dt)
+        it.set_tensor(self.inp["index"], np.ascontiguousarray(x, dt))
+        it.invoke()
+        y = it.get_tensor(self.out["index"])
+        if np.dtype(self.out["dtype"]).kind in "iu":
+            scale, zero = self.out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return np.asarray(y, np.float32)
+
+
 class ModelEmbedder(Embedder):
     def __init__(self, spec: dict, backend, name: str = "model", batch_size: int = 64,
                  align_unaligned: bool = True):
@@ -116,6 +172,18 @@ class ModelEmbedder(Embedder):
         (crop, status, _), = self.aligner.align_images([image])
         return crop, "detected" if status in ("detected", "manual") else "fallback"
 
+    def prepare_many(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """``prepare`` for many images, the unaligned ones detected in batches (MTCNN batches
+        same-size images): crops only."""
+        out = list(images)
+        todo = [i for i, im in enumerate(images) if not self.is_aligned(im)]
+        if todo and self.align_unaligned:
+            if self.contract is None:
+                self.prepare(images[todo[0]])  # the error naming the missing contract
+            for i, (crop, _, _) in zip(todo, self.aligner.align_images([images[i] for i in todo])):
+                out[i] = crop
+        return out
+
     def prepare_landmarks(self, image: np.ndarray, landmarks5: np.ndarray) -> tuple[np.ndarray, str]:
         if self.contract is not None and self.contract.get("method") == "landmarks":
             from ..align.template import warp_to_template
@@ -154,13 +222,15 @@ def load_run(run: str | os.PathLike, weights: str = "final", **kw) -> ModelEmbed
 def load_bundle(path: str | os.PathLike, backend: str = "onnx", threads: int = 0) -> tuple[ModelEmbedder, dict]:
     """(embedder, the bundle's member files); a bundle without a complete preprocessing contract is
     refused."""
-    need = {"onnx": ("model.onnx",), "keras": ("embedding.keras",)}
+    need = {"onnx": ("model.onnx",), "keras": ("embedding.keras",), **{k: (v,) for k, v in TFLITE_MEMBERS.items()}}
     if backend not in need:
-        raise ConfigError(f"backend: unknown {backend!r}; valid: onnx, keras")
+        raise ConfigError(f"backend: unknown {backend!r}; valid: {', '.join(need)}")
     spec, files = open_bundle(path, need=need[backend])
     check_contract(spec.get("preprocessing"), f"{path} (recface.json)", model=True)
     if backend == "onnx":
         be = OnnxBackend(files["model.onnx"], threads)
+    elif backend in TFLITE_MEMBERS:
+        be = TfliteBackend(files[TFLITE_MEMBERS[backend]], threads)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             p = Path(tmp) / "embedding.keras"

@@ -13,7 +13,8 @@ BACKBONES = {
     "MobileNetV2": ("mobilenet", "MobileNetV2"),
     "Seesaw_shuffleFaceNet": ("seesaw", "Seesaw_shuffleFaceNet"),
 }
-HEAD_NAMES = ("ArcFace", "CosFace", "SphereFace", "AdaCos", "AdaFace", "Combined", "NormDense")
+HEAD_NAMES = ("ArcFace", "CosFace", "SphereFace", "AdaCos", "AdaFace", "Combined", "NormDense", "CurricularFace",
+              "MagFace", "SubCenterArcFace")
 # the recface guide's names
 HEAD_ALIASES = {f"{h}Head": h for h in HEAD_NAMES}
 

@@ -11,6 +11,9 @@ so logits and loss stay float32 under mixed precision. Inputs: (embedding, label
             monotonic extension of cos(m*theta) to [0, pi].
 - AdaCos    the dynamic scale of Zhang et al. 2019, capped at ``scale`` (the guide's logist_scale).
 - AdaFace   feature-norm adaptive margin (Kim et al. 2022), m 0.4, h 0.333, running norm stats.
+- CurricularFace  ArcFace target, hard negatives re-weighted by a running mean t (Huang et al. 2020).
+- MagFace   magnitude-dependent margin 0.45..0.8 plus its magnitude regulariser (Meng et al. 2021).
+- SubCenterArcFace  K sub-centres per class, best one taken, ArcFace margin (Deng et al. 2020).
 theta comes from arccos of a cosine clipped to [-1+eps, 1-eps] and sin from sqrt(max(0, 1-cos^2)),
 so cos = +-1 never gives NaN values or gradients."""
 from __future__ import annotations
@@ -22,7 +25,7 @@ from keras import ops
 
 EPS = 1e-7
 DEFAULT_MARGINS = {"ArcFace": 0.5, "CosFace": 0.35, "SphereFace": 1.35, "AdaFace": 0.4, "AdaCos": 0.0,
-                   "Combined": 0.5, "NormDense": 0.0}
+                   "Combined": 0.5, "NormDense": 0.0, "CurricularFace": 0.5, "MagFace": 0.8, "SubCenterArcFace": 0.5}
 
 
 @keras.saving.register_keras_serializable(package="recface")
@@ -195,5 +198,118 @@ class AdaFace(NormDense):
         return {**super().get_config(), "h": self.h, "t_alpha": self.t_alpha}
 
 
+@keras.saving.register_keras_serializable(package="recface")
+class CurricularFace(NormDense):
+    """CurricularFace (Huang et al. 2020): ArcFace's target logit cos(theta + m) (with ArcFace's
+    fallback beyond pi), and every non-target cosine above cos(theta_y + m) (a hard example)
+    becomes cos_j * (t + cos_j), where t is a running mean of the target cosine (momentum 0.01,
+    starting at 0): easy examples first, hard ones weigh more as training goes on."""
+
+    def __init__(self, num_classes, scale=64.0, margin=0.5, t_alpha=0.01, **kw):
+        super().__init__(num_classes, scale, margin, **kw)
+        self.t_alpha = float(t_alpha)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.t = self.add_weight(name="t", shape=(), initializer="zeros", trainable=False, aggregation="mean")
+
+    def call(self, inputs, training=None):
+        emb, labels = inputs
+        cos = self.cosine(emb)
+        m = self.margin
+        onehot = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), self.num_classes, dtype="float32")
+        target = ops.sum(onehot * cos, axis=1, keepdims=True)
+        cos_m = target * math.cos(m) - _sin(target) * math.sin(m)
+        final_target = ops.where(target > math.cos(math.pi - m), cos_m, target - math.sin(math.pi - m) * m)
+        t = self.t
+        if training:
+            t = self.t_alpha * ops.mean(ops.stop_gradient(target)) + (1.0 - self.t_alpha) * self.t
+            self.t.assign(t)
+        hard = (cos > cos_m) & (onehot < 0.5)
+        others = ops.where(hard, cos * (ops.stop_gradient(t) + cos), cos)
+        return self.scale * (onehot * final_target + (1.0 - onehot) * others)
+
+    def get_config(self):
+        return {**super().get_config(), "t_alpha": self.t_alpha}
+
+
+@keras.saving.register_keras_serializable(package="recface")
+class MagFace(NormDense):
+    """MagFace (Meng et al. 2021): the margin grows with the feature magnitude a = ||z|| (clipped to
+    [l_a, u_a]): m(a) = l_margin + (margin - l_margin) * (a - l_a) / (u_a - l_a); target logit
+    cos(theta + m(a)) with ArcFace's fallback beyond pi; plus the regulariser
+    lambda_g * mean(1/a + a/u_a^2) added to the loss (``add_loss``), which pulls confident faces
+    to large magnitudes. Defaults as the paper's code: l_a 10, u_a 110, margins 0.45..0.8, lambda_g 35."""
+
+    def __init__(self, num_classes, scale=64.0, margin=0.8, l_margin=0.45, l_a=10.0, u_a=110.0, lambda_g=35.0, **kw):
+        super().__init__(num_classes, scale, margin, **kw)
+        self.l_margin, self.l_a, self.u_a, self.lambda_g = float(l_margin), float(l_a), float(u_a), float(lambda_g)
+
+    def magnitude(self, emb):
+        return ops.clip(ops.norm(ops.cast(emb, "float32"), axis=1, keepdims=True), self.l_a, self.u_a)
+
+    def target_logit(self, cos, emb, training):
+        a = self.magnitude(emb)
+        m = (self.margin - self.l_margin) / (self.u_a - self.l_a) * (a - self.l_a) + self.l_margin
+        phi = cos * ops.cos(m) - _sin(cos) * ops.sin(m)
+        return ops.where(cos > ops.cos(math.pi - m), phi, cos - ops.sin(math.pi - m) * m)
+
+    def call(self, inputs, training=None):
+        if training and self.lambda_g:
+            a = self.magnitude(inputs[0])
+            self.add_loss(self.lambda_g * ops.mean(1.0 / a + a / (self.u_a ** 2)))
+        return super().call(inputs, training)
+
+    def get_config(self):
+        return {**super().get_config(), "l_margin": self.l_margin, "l_a": self.l_a, "u_a": self.u_a,
+                "lambda_g": self.lambda_g}
+
+
+@keras.saving.register_keras_serializable(package="recface")
+class SubCenterArcFace(ArcFace):
+    """Sub-center ArcFace (Deng et al. 2020): K centres per class; a class's cosine is the best of
+    its K (so a noisy face can gather at a non-dominant centre instead of pulling the dominant one),
+    then ArcFace's margin. ``dominant`` finds each class's dominant centre and the faces more than
+    ``max_angle`` degrees from it (the paper's clean-up: drop them, then train with K=1)."""
+
+    def __init__(self, num_classes, scale=64.0, margin=0.5, k=3, easy_margin=False, **kw):
+        self.k = int(k)
+        super().__init__(num_classes, scale, margin, easy_margin=easy_margin, **kw)
+
+    def build(self, input_shape):
+        emb_shape = input_shape[0] if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)) else input_shape
+        self.w = self.add_weight(name="centers", shape=(int(emb_shape[-1]), self.num_classes * self.k),
+                                 initializer=keras.initializers.GlorotNormal(), regularizer=self.regularizer)
+
+    def subcenter_cosines(self, emb):
+        """(batch, classes, k): the cosine to every sub-centre (column c*k + j is class c's j-th)."""
+        emb = ops.cast(emb, "float32")
+        e = emb / ops.maximum(ops.norm(emb, axis=1, keepdims=True), 1e-12)
+        w = self.w / ops.maximum(ops.norm(self.w, axis=0, keepdims=True), 1e-12)
+        return ops.reshape(ops.clip(ops.matmul(e, w), -1.0, 1.0), (-1, self.num_classes, self.k))
+
+    def cosine(self, emb):
+        return ops.max(self.subcenter_cosines(emb), axis=2)
+
+    def dominant(self, emb, labels, max_angle: float = 75.0):
+        """(dominant centre per class (-1: no face), per face: within max_angle of its class's
+        dominant centre) for embeddings ``emb`` with ``labels`` (NumPy)."""
+        import numpy as np
+
+        cs = np.asarray(self.subcenter_cosines(emb), np.float64)
+        labels = np.asarray(labels).reshape(-1)
+        own = cs[np.arange(len(labels)), labels]  # (n, k)
+        best = own.argmax(1)
+        dom = np.full(self.num_classes, -1)
+        for c in np.unique(labels):
+            dom[c] = np.bincount(best[labels == c], minlength=self.k).argmax()
+        ang = np.degrees(np.arccos(np.clip(own[np.arange(len(labels)), dom[labels]], -1, 1)))
+        return dom, ang <= max_angle
+
+    def get_config(self):
+        return {**super().get_config(), "k": self.k}
+
+
 HEADS = {"ArcFace": ArcFace, "CosFace": CosFace, "SphereFace": SphereFace, "AdaCos": AdaCos,
-         "AdaFace": AdaFace, "Combined": Combined, "NormDense": NormDense}
+         "AdaFace": AdaFace, "Combined": Combined, "NormDense": NormDense, "CurricularFace": CurricularFace,
+         "MagFace": MagFace, "SubCenterArcFace": SubCenterArcFace}

@@ -56,7 +56,8 @@ class PlanCallback(keras.callbacks.Callback):
         step = self.run.global_step
         self.bar.update(1)
         if batch % 10 == 0:
-            self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{float(logs.get('accuracy', 0)):.3f}", refresh=False)
+            extra = {k: f"{float(logs[k]):.3f}" for k in ("accuracy", "cosine") if k in logs}
+            self.bar.set_postfix(loss=f"{loss:.3f}", **extra, refresh=False)
         every = self.run.cfg.checkpoint_every
         if every and step % every == 0:
             self.run.checkpoint(step, self.si, self.seg)

@@ -8,6 +8,7 @@ from ..config import StageConfig, choice, param
 from ..data.input_pipeline import NORMALIZATIONS, Augmentation
 from ..errors import ConfigError
 from ..models.build import BACKBONES, HEAD_ALIASES, HEAD_NAMES
+from .distill import DISTILL_LOSSES
 from .optim import OPTIMIZERS
 from .plan import parse_plan
 
@@ -23,9 +24,10 @@ class TrainConfig(StageConfig):
     GROUPS: typing.ClassVar[dict] = {
         "data": ("dataset", "output", "val_sets", "val_flip", "val_batch_size", "augmentation", "shuffle_buffer"),
         "model": ("backbone", "input_size", "embd_shape", "dropout", "normalization", "pretrained"),
-        "head": ("head", "margin", "scale", "head_params"),
+        "head": ("head", "margin", "scale", "head_params", "sample_rate"),
+        "distillation": ("teacher", "distill_loss", "distill_center", "distill_weight", "head_weight"),
         "plan": ("plan", "steps_per_epoch"),
-        "optimisation": ("batch_size", "optimizer", "momentum", "nesterov", "weight_decay"),
+        "optimisation": ("batch_size", "accumulate", "optimizer", "momentum", "nesterov", "weight_decay", "ema"),
         "devices": ("precision", "jit_compile", "strategy", "cpu_replicas", "deterministic", "seed"),
         "checkpoints": ("checkpoint_every", "keep_checkpoints", "copy_to", "resume", "tensorboard"),
     }
@@ -42,8 +44,25 @@ class TrainConfig(StageConfig):
     scale: float = param(64.0, "logit scale s (AdaCos: its maximum; the guide's logist_scale)", lo=1.0, hi=1024.0)
     head_params: dict = param({}, "head-specific parameters, checked by the head: ArcFace {easy_margin}, "
                                   "Combined {margin1, margin3}, AdaFace {h, t_alpha}")
+    sample_rate: float = param(1.0, "Partial FC: fraction of the class centres scored per step (the batch's own plus "
+                                    "random others; 0.1 for millions of identities); 1.0: every centre", lo=1e-6, hi=1.0)
+    teacher: str = param("", "distillation: a `recface teach` output folder (a teacher's embeddings of this "
+                             "dataset); '' trains with the margin head alone", role="input")
+    distill_loss: str = choice("cosine", DISTILL_LOSSES, "distillation: embedding matching on L2-normalised "
+                               "vectors, cosine (1 - cos) or mse (a learned projection when the sizes differ)")
+    distill_center: bool = param(True, "distillation: match the teacher's embeddings minus their mean over the data "
+                                       "(re-normalised); dlib's lie in a narrow cone, different people at cosine ~0.84, "
+                                       "so uncentred targets reward predicting the mean")
+    distill_weight: float = param(1.0, "distillation: weight of the embedding matching (a plan stage may override it)",
+                                  lo=0.0, hi=1e3)
+    head_weight: float = param(0.0, "distillation: weight of the margin head's loss on the labels (0: no head; a "
+                                    "plan stage may override it); without a teacher the head is the loss", lo=0.0, hi=1e3)
     plan: list = param(GUIDE_PLAN, "stages: (epochs, lr, val_save, val_per_epoch[, weight_decay]) or mappings")
     batch_size: int = param(256, "global batch size", lo=1, hi=1 << 20)
+    accumulate: int = param(1, "gradient accumulation: average N micro-batches of batch_size into one update (effective "
+                                "batch N x batch_size; plan steps still count micro-batches)", lo=1, hi=4096)
+    ema: float = param(0.0, "exponential moving average of the weights, momentum per update (e.g. 0.999; 0: none); "
+                            "validation, best/ and final/ then use the average", lo=0.0, hi=0.999999)
     steps_per_epoch: int = param(0, "0: num_samples // batch_size from metadata", lo=0)
     optimizer: str = choice("sgd", OPTIMIZERS, "sgd (momentum) or adamw")
     momentum: float = param(0.9, "SGD momentum", lo=0.0, hi=0.999)
@@ -75,6 +94,8 @@ class TrainConfig(StageConfig):
         parse_plan(self.plan, f"{where}plan")
         check_head_params(self.head, self.head_params, f"{where}head_params")
         Augmentation.from_dict(self.augmentation, source=f"{where}augmentation")
+        if self.sample_rate < 1.0 and self.teacher:
+            raise ConfigError(f"{where}sample_rate: Partial FC is for the margin head alone; with a teacher use 1.0")
         if self.cpu_replicas > 1 and self.jit_compile:
             raise ConfigError(f"{where}jit_compile with cpu_replicas: XLA cannot compile a step over logical CPU "
                               "devices (variables on another device); test them separately")

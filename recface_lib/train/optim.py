@@ -19,7 +19,12 @@ def decays(variable) -> bool:
 
 
 def make_optimizer(name: str, learning_rate, weight_decay: float, momentum: float = 0.9, nesterov: bool = False,
-                   clipnorm: float | None = None):
+                   clipnorm: float | None = None, ema: float = 0.0, accumulate: int = 1):
+    """``ema``: momentum of an exponential moving average of the weights per effective step (0:
+    none); kept in the optimizer's variables (so checkpoints resume it) and never written over the
+    live weights (``ema_values`` reads it). ``accumulate``: gradients of N micro-batches are averaged
+    into one update, so an update sees an effective batch of N x batch_size and the plan's learning
+    rate means what it means for that batch."""
     import keras
 
     if name not in OPTIMIZERS:
@@ -40,7 +45,14 @@ def make_optimizer(name: str, learning_rate, weight_decay: float, momentum: floa
                     variable.assign(variable - keras.ops.cast(learning_rate, variable.dtype) * wd * variable)
             return super().update_step(gradient, variable, learning_rate)
 
+        def finalize_variable_values(self, var_list):
+            pass  # Keras would copy the average over the live weights at the end of every fit()
+
     kw = dict(learning_rate=learning_rate, clipnorm=clipnorm)
+    if ema:  # Keras updates the average on every micro-step: per effective step the momentum is `ema`
+        kw.update(use_ema=True, ema_momentum=float(ema) ** (1.0 / max(1, accumulate)), ema_overwrite_frequency=None)
+    if accumulate > 1:
+        kw.update(gradient_accumulation_steps=int(accumulate))
     if name == "sgd":
         kw.update(momentum=momentum, nesterov=nesterov)
     return WithDecay(**kw)
@@ -49,3 +61,11 @@ def make_optimizer(name: str, learning_rate, weight_decay: float, momentum: floa
 def set_weight_decay(optimizer, value: float) -> None:
     opt = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer under mixed_float16
     opt.wd.assign(float(value))
+
+
+def ema_values(optimizer, variables) -> list:
+    """The moving averages of ``variables`` kept by an optimizer made with ``ema``."""
+    opt = getattr(optimizer, "inner_optimizer", optimizer)
+    if not getattr(opt, "use_ema", False):
+        raise ValueError("this optimizer keeps no moving average (ema: 0)")
+    return [opt._model_variables_moving_average[opt._get_variable_index(v)] for v in variables]

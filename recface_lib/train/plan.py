@@ -3,7 +3,8 @@
 i.e. (epochs, lr, val_save, val_per_epoch) per stage. A stage may also be a mapping with the
 optional keys ``weight_decay`` (overrides the run's), ``warmup_epochs`` (linear warm-up from 0),
 ``decay`` ('constant' | 'cosine' | 'step'), ``lr_end`` (cosine floor / step target) and
-``freeze_backbone`` (transfer learning: train only the head in this stage).
+``freeze_backbone`` (transfer learning: train only the head in this stage), and for distillation
+``distill_weight`` / ``head_weight`` (this stage's loss weights, overriding the run's).
 
 Steps: a stage of E epochs is E * val_per_epoch segments of steps_per_epoch // val_per_epoch
 optimizer steps (a remainder of fewer than val_per_epoch steps per epoch is dropped); each segment
@@ -17,7 +18,7 @@ from ..errors import ConfigError
 
 DECAYS = ("constant", "cosine", "step")
 STAGE_KEYS = ("epochs", "lr", "val_save", "val_per_epoch", "weight_decay", "warmup_epochs", "decay", "lr_end",
-              "freeze_backbone")
+              "freeze_backbone", "distill_weight", "head_weight")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Stage:
     decay: str = "constant"
     lr_end: float = 0.0
     freeze_backbone: bool = False
+    distill_weight: float | None = None
+    head_weight: float | None = None
 
 
 def parse_plan(plan, where: str = "plan") -> list[Stage]:
@@ -57,13 +60,15 @@ def parse_plan(plan, where: str = "plan") -> list[Stage]:
                       val_per_epoch=int(d.get("val_per_epoch", 1)),
                       weight_decay=None if d.get("weight_decay") is None else float(d["weight_decay"]),
                       warmup_epochs=float(d.get("warmup_epochs", 0.0)), decay=str(d.get("decay", "constant")),
-                      lr_end=float(d.get("lr_end", 0.0)), freeze_backbone=bool(d.get("freeze_backbone", False)))
+                      lr_end=float(d.get("lr_end", 0.0)), freeze_backbone=bool(d.get("freeze_backbone", False)),
+                      **{k: None if d.get(k) is None else float(d[k]) for k in ("distill_weight", "head_weight")})
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{w}: {e}") from e
         from ..config import check_number
 
         for k, lo, hi in (("epochs", 0, 1e6), ("lr", 0, 10.0), ("val_per_epoch", 1, 1e6), ("weight_decay", 0, 1.0),
-                          ("warmup_epochs", 0, 1e6), ("lr_end", 0, 10.0)):
+                          ("warmup_epochs", 0, 1e6), ("lr_end", 0, 10.0), ("distill_weight", 0, 1e3),
+                          ("head_weight", 0, 1e3)):
             check_number(f"{w}.{k}", getattr(s, k), lo, hi)
         if s.epochs <= 0:
             raise ConfigError(f"{w}: need epochs > 0, got {st!r}")
@@ -136,9 +141,11 @@ class PlanSchedule:
                 "validations": sum(self.n_segments)}
 
 
-def plan_lr_schedule(schedule: PlanSchedule):
+def plan_lr_schedule(schedule: PlanSchedule, accumulate: int = 1):
     """A Keras LearningRateSchedule computing ``schedule.lr_at`` in the graph from the optimizer's
-    step counter (no per-step Python callback)."""
+    step counter (no per-step Python callback). With gradient accumulation Keras counts updates,
+    while the plan counts micro-batches: update u takes the plan's lr at micro-batch u*N + N-1 (the
+    one that triggers it)."""
     import keras
     import numpy as np
     from keras import ops
@@ -154,7 +161,7 @@ def plan_lr_schedule(schedule: PlanSchedule):
     @keras.saving.register_keras_serializable(package="recface")
     class PlanLR(keras.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step):
-            step = ops.cast(step, "float32")
+            step = ops.cast(step, "float32") * accumulate + (accumulate - 1)
             si = ops.minimum(ops.sum(ops.cast(step >= starts[1:-1], "int32")) if len(st) > 1 else 0, len(st) - 1)
             take = lambda a: ops.take(ops.convert_to_tensor(a), si)  # noqa: E731
             t = step - take(starts[:-1])

@@ -43,21 +43,6 @@ def nonfinite(variables) -> int:
     return n
 
 
-def data_key(meta: dict) -> str:
-    """The training data's content key: every shard's name, size and first 64 KiB."""
-    import hashlib
-
-    h = hashlib.sha256()
-    d = Path(meta["_dir"])
-    for sh in meta["shards"]:
-        h.update(f"{sh['name']}:{sh['bytes']}".encode())
-        p = d / sh["name"]
-        if p.is_file():
-            with open(p, "rb") as f:
-                h.update(f.read(1 << 16))
-    return h.hexdigest()[:16]
-
-
 def model_contract(cfg: TrainConfig, meta: dict) -> dict | None:
     """The data's preprocessing contract (from metadata.json) plus what the model adds: its input
     size and normalisation. None when the data has none (such a model cannot be exported)."""
@@ -71,11 +56,27 @@ def model_spec(cfg: TrainConfig, meta: dict) -> dict:
     """What export and evaluation need to rebuild the embedding model (``model.json``)."""
     from ..models.build import head_name
 
+    teacher = meta.get("_teacher")
     return {"backbone": cfg.backbone, "input_size": cfg.input_size, "embd_shape": cfg.embd_shape,
+            "distilled_from": None if not teacher else {k: teacher.get(k) for k in ("teacher", "teacher_id", "dim", "images")}
+            | {"loss": cfg.distill_loss, "centred": cfg.distill_center, "embeddings": str(cfg.teacher)},
             "dropout": cfg.dropout, "normalization": cfg.normalization, "color_order": "RGB",
             "head": head_name(cfg.head), "head_params": cfg.head_params, "num_classes": int(meta["num_classes"]),
             "class_names": meta.get("class_names"), "dataset": str(cfg.dataset),
             "preprocessing": model_contract(cfg, meta)}
+
+
+def center_targets(e, ef):
+    """Teacher embeddings (and mirrored ones) minus their common mean, re-normalised (float16)."""
+    import numpy as np
+
+    e, ef = e.astype(np.float32), ef.astype(np.float32)
+    mu = (e.mean(0) + ef.mean(0)) / 2
+
+    def unit(a):
+        a = a - mu
+        return (a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-6)).astype(np.float16)
+    return unit(e), unit(ef)
 
 
 class TrainRun:
@@ -94,6 +95,15 @@ class TrainRun:
         self.global_step = 0
         self.t0 = time.time()
         self.resumed_from = None
+        self.teacher = None  # (embeddings, mirrored embeddings) per record, when distilling
+        if cfg.teacher:
+            from ..teach import load_teacher
+            e, ef, info = load_teacher(cfg.teacher, self.meta)
+            if cfg.distill_center:
+                e, ef = center_targets(e, ef)
+            self.teacher, self.meta["_teacher"] = (e, ef), info
+        from .distill import check_distillation
+        check_distillation(cfg, self.meta, self.stages)
         self.extra_callbacks: list = []  # user callbacks, appended to the trainer's own
 
     # -- set-up -------------------------------------------------------------------------------
@@ -115,14 +125,25 @@ class TrainRun:
         name = head_name(cfg.head)
         with self.strategy.scope():
             self.backbone = build_backbone(cfg.backbone, cfg.input_size, cfg.embd_shape, cfg.dropout)
-            self.head = build_head(name, int(self.meta["num_classes"]), cfg.scale, cfg.margin, **cfg.head_params)
-            self.model = build_train_model(self.backbone, self.head)
-            self.optimizer = make_optimizer(cfg.optimizer, plan_lr_schedule(self.plan), cfg.weight_decay,
-                                            cfg.momentum, cfg.nesterov)
-            self.model.compile(optimizer=self.optimizer,
-                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                               metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                               jit_compile=cfg.jit_compile)
+            use_head = self.teacher is None or any(w > 0 for w in self.loss_weights()[1])
+            self.head = (build_head(name, int(self.meta["num_classes"]), cfg.scale, cfg.margin, **cfg.head_params)
+                         if use_head else None)
+            self.optimizer = make_optimizer(cfg.optimizer, plan_lr_schedule(self.plan, cfg.accumulate), cfg.weight_decay,
+                                            cfg.momentum, cfg.nesterov, ema=cfg.ema, accumulate=cfg.accumulate)
+            if self.teacher is None:
+                if cfg.sample_rate < 1.0:  # Partial FC: logits [target | sampled], the target at column 0
+                    from ..models.partial_fc import PartialFC
+                    self.head = PartialFC(self.head, cfg.sample_rate, cfg.seed, name="partial_fc")
+                self.model = build_train_model(self.backbone, self.head)
+                self.model.compile(optimizer=self.optimizer,
+                                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                                   jit_compile=cfg.jit_compile)
+            else:
+                from .distill import build_distill_model
+                self.model = build_distill_model(self.backbone, self.head, int(self.meta["_teacher"]["dim"]),
+                                                 cfg.distill_loss)
+                self.model.compile(optimizer=self.optimizer, jit_compile=cfg.jit_compile)
             self.model.optimizer.build(self.model.trainable_variables)
         if cfg.pretrained:
             self.load_pretrained(cfg.pretrained)
@@ -132,6 +153,12 @@ class TrainRun:
             from .callbacks import PairSetValidator
             self.validators.append(PairSetValidator(v, cfg.input_size, cfg.val_flip))
         return self
+
+    def loss_weights(self) -> tuple[list[float], list[float]]:
+        """(distill weight, head weight) of every plan stage (a stage's own, else the run's)."""
+        c = self.cfg
+        return ([c.distill_weight if st.distill_weight is None else st.distill_weight for st in self.stages],
+                [c.head_weight if st.head_weight is None else st.head_weight for st in self.stages])
 
     def load_pretrained(self, src: str):
         p = Path(src)
@@ -149,14 +176,17 @@ class TrainRun:
         """What a checkpoint must share with this run to be resumed: every parameter that changes
         the model or its input (``TrainConfig.output_params``: not the runtime ones, and the plan
         is compared separately so that a plan may be extended), and the data's content."""
+        from ..data.tfrecord import dataset_key
         from ..models.build import head_name
 
         if not hasattr(self, "_fp"):
             p = self.cfg.output_params()
             p.pop("plan")
             p["head"] = head_name(p["head"])
+            t = self.meta.get("_teacher")
             self._fp = {**p, "num_classes": int(self.meta["num_classes"]), "num_samples": int(self.meta["num_samples"]),
-                        "data": data_key(self.meta)}
+                        "data": dataset_key(self.meta),
+                        **({"teacher": f"{t['teacher_id']}:{t['data_key']}:{t['images']}"} if t else {})}
         return self._fp
 
     def ckpt_roots(self):
@@ -171,7 +201,9 @@ class TrainRun:
         from .checkpoint import read_state
         st = read_state(ck)
         old, new = st.get("fingerprint") or {}, self.fingerprint()
-        diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        dflt = TrainConfig().output_params()  # a field added since the checkpoint: its default is what it ran with
+        diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                if old.get(k, dflt.get(k)) != new.get(k)]
         done = self.stages[:int(st.get("stage", 0)) + 1]
         if parse_plan(st.get("plan") or self.cfg.plan)[:len(done)] != done:
             diff.append("plan: the stages already trained differ (only later stages may be changed or added)")
@@ -209,6 +241,28 @@ class TrainRun:
         return ModelEmbedder(model_spec(self.cfg, self.meta), KerasBackend(model=self.backbone), name="validation",
                              batch_size=self.cfg.val_batch_size, align_unaligned=False)
 
+    def averaged(self):
+        """Context: the backbone holds its moving-average weights (ema > 0), else nothing changes."""
+        import contextlib
+
+        from .optim import ema_values
+
+        @contextlib.contextmanager
+        def swap():
+            if not self.cfg.ema:
+                yield
+                return
+            vs = self.backbone.trainable_variables
+            live = [v.numpy() for v in vs]
+            for v, a in zip(vs, ema_values(self.model.optimizer, vs)):
+                v.assign(a)
+            try:
+                yield
+            finally:
+                for v, x in zip(vs, live):
+                    v.assign(x)
+        return swap()
+
     def end_segment(self, step, si, seg, logs):
         from .callbacks import save_backbone, write_history_csv
 
@@ -219,13 +273,16 @@ class TrainRun:
         row = {"stage": si + 1, "epoch": round(self.plan.epoch_of(si, seg), 4), "global_step": step,
                "lr": self.plan.lr_at(max(step - 1, 0)), "loss": float(logs.get("loss", math.nan)),
                "accuracy": float(logs.get("accuracy", math.nan)), "time_s": round(time.time() - self.t0, 1)}
-        for v in self.validators:
-            res = v(self.embedder())
-            row[f"val_{v.name}"] = res.accuracy
-            row[f"val_{v.name}_std"] = res.accuracy_std
-            if st.val_save and res.accuracy > self.best.get(v.name, {}).get("accuracy", -1):
-                save_backbone(self.backbone, self.out / "best" / f"{v.name}.weights.h5")
-                self.best[v.name] = {"accuracy": res.accuracy, "threshold": res.threshold, "global_step": step}
+        if "cosine" in logs:  # distillation: mean cosine between the student and the teacher
+            row["cosine"] = float(logs["cosine"])
+        with self.averaged():
+            for v in self.validators:
+                res = v(self.embedder())
+                row[f"val_{v.name}"] = res.accuracy
+                row[f"val_{v.name}_std"] = res.accuracy_std
+                if st.val_save and res.accuracy > self.best.get(v.name, {}).get("accuracy", -1):
+                    save_backbone(self.backbone, self.out / "best" / f"{v.name}.weights.h5")
+                    self.best[v.name] = {"accuracy": res.accuracy, "threshold": res.threshold, "global_step": step}
         self.history.append(row)
         self.checkpoint(step, si, seg)
         write_history_csv(self.history, self.out / "history.csv")
@@ -244,13 +301,19 @@ class TrainRun:
         self._tb.flush()
 
     def dataset(self, start_step: int):
+        import tensorflow as tf
+
         from ..data.input_pipeline import make_dataset
 
         c = self.cfg
         ds = make_dataset(c.dataset, c.batch_size, training=True, image_size=c.input_size,
                           normalization=c.normalization, augment=c.augment(),
                           shuffle_buffer=c.shuffle_buffer, deterministic=c.deterministic, seed=c.seed,
-                          start=start_step * c.batch_size)
+                          start=start_step * c.batch_size, teacher=self.teacher)
+        if self.teacher is not None:
+            return ds.map(lambda x, y, t: ((x, y, t), y))
+        if c.sample_rate < 1.0:
+            return ds.map(lambda x, y: ((x, y), tf.zeros_like(y)))
         return ds.map(lambda x, y: ((x, y), y))
 
     def fit(self):
@@ -261,12 +324,16 @@ class TrainRun:
         from .optim import set_weight_decay
 
         bar = progress(total=self.plan.total_steps, initial=min(self.global_step, self.plan.total_steps),
-                       desc=f"train {self.cfg.backbone}+{self.cfg.head}", unit="step", disable=not self.show_progress)
+                       desc=self.describe(), unit="step", disable=not self.show_progress)
         try:
             while self.global_step < self.plan.total_steps:
                 si, seg, done = self.plan.position(self.global_step)
                 st = self.stages[si]
                 set_weight_decay(self.model.optimizer, self.cfg.weight_decay if st.weight_decay is None else st.weight_decay)
+                if self.teacher is not None:
+                    dw, hw = self.loss_weights()
+                    self.model.distill_weight.assign(dw[si])
+                    self.model.head_weight.assign(hw[si])
                 if self.backbone.trainable == st.freeze_backbone:
                     self.backbone.trainable = not st.freeze_backbone
                 self.model.train_function = None  # retrace: weight-decay set or trainable flags may differ
@@ -289,6 +356,12 @@ class TrainRun:
             bar.close()
         return self
 
+    def describe(self) -> str:
+        c = self.cfg
+        if self.teacher is None:
+            return f"train {c.backbone}+{c.head}"
+        return f"distil {c.backbone} from {self.meta['_teacher']['teacher']}" + (f" (+{c.head})" if self.head is not None else "")
+
     def stop_nonfinite(self, step: int, what: str):
         from .checkpoint import find_latest
 
@@ -306,7 +379,10 @@ class TrainRun:
         bad = nonfinite(self.backbone.weights)
         if bad:
             self.stop_nonfinite(self.global_step, f"{bad} non-finite backbone weights")
-        final = save_backbone(self.backbone, self.out / "final" / "backbone.weights.h5")
+        if self.cfg.ema:  # final/ is the average (what export uses); the live weights beside it
+            save_backbone(self.backbone, self.out / "final" / "live.weights.h5")
+        with self.averaged():
+            final = save_backbone(self.backbone, self.out / "final" / "backbone.weights.h5")
         spec = model_spec(self.cfg, self.meta)
         atomic_write_json(self.out / "model.json", spec)
         if self.history:
@@ -320,7 +396,8 @@ class TrainRun:
                    "best": self.best, "history": str(self.out / "history.csv"),
                    "curves": str(self.out / "curves.png") if self.history else None,
                    "num_classes": spec["num_classes"], "replicas": self.strategy.num_replicas_in_sync,
-                   "precision": self.precision, "jit_compile": self.cfg.jit_compile}
+                   "precision": self.precision, "jit_compile": self.cfg.jit_compile, "ema": self.cfg.ema,
+                   "effective_batch": self.cfg.batch_size * self.cfg.accumulate}
         write_manifest(self.out, "train", self.cfg.to_dict(), {"dataset": Path(self.cfg.dataset) / "metadata.json"},
                        {"global_step": self.global_step}, spec["preprocessing"], summary=summary)
         return summary

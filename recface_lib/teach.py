@@ -1,0 +1,187 @@
+"""Stage 3b, teach: a teacher's embeddings of every record of a built dataset (and of each mirrored
+face), computed once, for distillation (``train.teacher``).
+
+The teacher is any embedder recface has: ``dlib_resnet``, a training run, or an export bundle
+(onnxruntime). It sees what it was made for: with ``images: auto`` the ORIGINAL photo behind each
+aligned face (found through the record's ``source`` key, the align stage's manifest and its log) when
+it aligns differently from the data (dlib's own chain, or a model with another contract), else the
+aligned face as stored. The dataset is an input and is never modified: the embeddings go to their
+own folder (beside the shards), one ``<shard>.npz`` per shard written atomically, so a killed pass
+resumes at the next shard; ``teacher.json`` records the teacher's identity (the SHA-256 of its
+weights), the dataset's content key and the records per shard. Training refuses embeddings made
+for other data."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import StageConfig, choice, param
+from .errors import ConfigError, FormatError
+from .io_utils import atomic_path, atomic_write_json
+from .manifest import begin_output, check_not_input, read_manifest, write_manifest
+
+IMAGE_MODES = ("auto", "original", "aligned")
+
+
+@dataclass
+class TeachConfig(StageConfig):
+    dataset: str = param("", "build output folder (metadata.json + shards) the teacher embeds", role="input")
+    teacher: str = param("dlib_resnet", "the teacher: dlib_resnet, a training run folder or an export bundle .zip")
+    output: str = param("", "folder for the teacher's embeddings (one .npz per shard + teacher.json); "
+                            "never inside the dataset", role="output")
+    images: str = choice("auto", IMAGE_MODES, "what the teacher sees: the original photo behind each aligned face "
+                         "(through the align manifest), the aligned face as stored, or auto: the original when the "
+                         "teacher aligns differently from the data")
+    workers: int = param(2, "worker processes", lo=1, hi=256, runtime=True)
+    force: bool = param(False, "start fresh: embeddings made for other data or by another teacher are removed "
+                               "instead of refused", runtime=True)
+
+    def validate(self, where=""):
+        for k in ("dataset", "teacher", "output"):
+            if not getattr(self, k):
+                raise ConfigError(f"{where}{k}: required")
+
+
+# -- where the teacher's images come from -------------------------------------------------------
+def original_photos(source: Path) -> tuple[dict[str, Path] | None, str]:
+    """aligned file (relative to the build input) -> the photo it was aligned from, read from the
+    align stage's manifest and log; (None, why) when the build input was not aligned by recface."""
+    from .align.pipeline import output_names
+
+    m = read_manifest(source) if source.is_dir() else None
+    if m is None or m.get("stage") != "align":
+        return None, f"{source} has no align manifest (not aligned by recface)"
+    inp = Path((m.get("inputs") or {}).get("input", {}).get("path", ""))
+    log = source / ".align_log.jsonl"
+    if not inp.is_dir() or not log.is_file():
+        return None, f"the align input {inp} or its log {log} is gone"
+    keys = {}
+    for line in log.read_text().splitlines():
+        try:
+            keys[json.loads(line)["key"]] = None
+        except (ValueError, KeyError, TypeError):
+            continue
+    ext = ".png" if (m.get("parameters") or {}).get("image_format") == "png" else ".jpg"
+    target, _ = output_names(keys, Path("."), ext)
+    return {t.as_posix(): inp / k for k, t in target.items()}, ""
+
+
+def same_alignment(a: dict | None, b: dict | None) -> bool:
+    keys = ("detector", "method", "size", "template", "square", "margin")
+    return bool(a and b) and all(a.get(k) == b.get(k) for k in keys)
+
+
+def choose_images(mode: str, teacher: str, meta: dict) -> str:
+    if mode != "auto":
+        return mode
+    if teacher == "dlib_resnet":
+        return "original"
+    from .embedders.factory import make_embedder
+
+    emb = make_embedder(teacher, "auto")
+    return "aligned" if same_alignment(getattr(emb, "contract", None), meta.get("preprocessing")) else "original"
+
+
+# -- the stage ----------------------------------------------------------------------------------
+def teach(cfg: TeachConfig | dict, show_progress: bool = True) -> dict:
+    from .data.tfrecord import check_shards, dataset_key, load_metadata, parse_example, read_records
+    from .embedders.factory import embed_parallel, model_identity
+
+    if isinstance(cfg, dict):
+        cfg = TeachConfig.from_dict(cfg)
+    cfg.validate()
+    out = Path(cfg.output)
+    check_not_input(out, {"dataset": cfg.dataset, "teacher": cfg.teacher}, "teach")
+    meta = load_metadata(cfg.dataset)
+    shards = check_shards(meta)
+    ident = model_identity(cfg.teacher)
+    if not ident:
+        raise ConfigError(f"teacher: {cfg.teacher!r} is neither 'dlib_resnet', a training run folder nor a bundle .zip")
+    images = choose_images(cfg.images, cfg.teacher, meta)
+    originals = None
+    if images == "original":
+        originals, why = original_photos(Path(meta["source"]))
+        if originals is None:
+            raise ConfigError(f"teach: images: original needs the photos behind the aligned faces, but {why}; "
+                              "use images: aligned (the teacher then sees the aligned faces)")
+    key = dataset_key(meta)
+    params = {**cfg.output_params(), "images": images, "teacher_id": ident, "data_key": key}
+    run = begin_output(out, "teach", params, {"dataset": Path(cfg.dataset) / "metadata.json"}, cfg.force)
+    run_id = f"{ident}:{key}:{images}"
+    found: dict[str, int] = {}
+    parts, dim = [], None
+    for si, (sh, path) in enumerate(zip(meta["shards"], shards)):
+        part = out / f"{sh['name']}.npz"
+        if part.is_file():
+            with np.load(part) as z:
+                if str(z["key"]) == run_id and len(z["embeddings"]) == sh["records"]:
+                    parts.append({"name": sh["name"], "records": sh["records"], "file": part.name})
+                    dim = int(z["embeddings"].shape[1])
+                    continue
+        items = []
+        for i, rec in enumerate(read_records(path)):
+            ex = parse_example(rec)
+            if images == "aligned":
+                items.append(bytes(ex["image"]) if meta.get("image_storage") != "path" else bytes(ex["image"]).decode())
+                continue
+            src = ex.get("source")
+            if src is None:
+                raise FormatError(f"{path}: record {i} has no 'source' key (built before recface recorded it); "
+                                  "build the dataset again, or use images: aligned")
+            photo = originals.get(bytes(src).decode())
+            if photo is None or not photo.is_file():
+                raise FormatError(f"{path}: record {i}: the photo behind {bytes(src).decode()} is not in the align "
+                                  f"log or is gone ({photo})")
+            items.append(str(photo))
+        e, ef, stats = embed_parallel(cfg.teacher, items, cfg.workers, "auto",
+                                      desc=f"teach {si + 1}/{len(shards)}", show_progress=show_progress)
+        for k, v in stats.items():
+            found[k] = found.get(k, 0) + v
+        if len(e) != sh["records"]:
+            raise FormatError(f"{path}: {len(e)} records read, metadata.json says {sh['records']}")
+        with atomic_path(part) as tmp, open(tmp, "wb") as f:
+            np.savez(f, embeddings=e.astype(np.float16), flipped=ef.astype(np.float16), key=np.asarray(run_id))
+        dim = int(e.shape[1])
+        parts.append({"name": sh["name"], "records": sh["records"], "file": part.name})
+    info = {"teacher": cfg.teacher, "teacher_id": ident, "dim": dim, "images": images, "data_key": key,
+            "dataset": str(Path(cfg.dataset).resolve()), "records": sum(p["records"] for p in parts),
+            "shards": parts, "found": found, "dtype": "float16 (L2-normalised)"}
+    atomic_write_json(out / "teacher.json", info)
+    write_manifest(out, "teach", params, run["inputs"], {"records": info["records"], **found})
+    return {"output": str(out), "teacher": cfg.teacher, "teacher_id": ident, "dim": dim, "images": images,
+            "records": info["records"], "found": found, "resumed": run["resumed"]}
+
+
+def load_teacher(folder: str | Path, meta: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(embeddings, mirrored embeddings, teacher.json) in the dataset's record order (shard by
+    shard), float16; refused when they were made for other data."""
+    from .data.tfrecord import dataset_key
+
+    d = Path(folder)
+    p = d / "teacher.json"
+    if not p.is_file():
+        raise FormatError(f"teacher: {p} not found (a `recface teach` output folder)")
+    try:
+        info = json.loads(p.read_text())
+    except ValueError as e:
+        raise FormatError(f"{p}: unreadable ({e})") from e
+    key = dataset_key(meta)
+    names = [s["name"] for s in meta["shards"]]
+    if info.get("data_key") != key or [s.get("name") for s in info.get("shards", [])] != names:
+        raise ConfigError(f"teacher: {d} holds embeddings of other data ({info.get('dataset')}, key "
+                          f"{info.get('data_key')}; this dataset's key is {key}): run `recface teach` on it")
+    es, efs = [], []
+    for sh, part in zip(meta["shards"], info["shards"]):
+        with np.load(d / part["file"]) as z:
+            e, ef = z["embeddings"], z["flipped"]
+        if len(e) != sh["records"]:
+            raise FormatError(f"{d / part['file']}: {len(e)} embeddings for {sh['records']} records")
+        es.append(e)
+        efs.append(ef)
+    return np.concatenate(es), np.concatenate(efs), info
+
+
+__all__ = ["TeachConfig", "teach", "load_teacher", "original_photos"]

@@ -1,0 +1,78 @@
+"""Partial FC (#16): at sample_rate 1.0 exactly the full head (loss and gradients); sampling keeps
+the batch's classes, is seeded by the layer's own step counter, and a tiny run learns on real photos."""
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from recface_lib.models.build import build_head  # noqa: E402
+from recface_lib.models.partial_fc import PartialFC  # noqa: E402
+
+from conftest import killed_after_checkpoint, runs_differ  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["ArcFace", "CosFace", "AdaFace", "Combined"])
+def test_sample_rate_one_equals_the_full_head(name):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    C, D, B = 50, 16, 24
+    emb = tf.Variable(rng.normal(size=(B, D)).astype(np.float32))
+    labels = rng.integers(0, C, B).astype(np.int32)
+    full = build_head(name, C, 32.0)
+    full.build(((None, D), (None,)))
+    pfc = PartialFC(build_head(name, C, 32.0), 1.0)
+    pfc.build(((None, D), (None,)))
+    pfc.head.w.assign(full.w)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with tf.GradientTape(persistent=True) as tape:
+        l_full = ce(labels, full([emb, labels], training=True))
+        l_pfc = ce(np.zeros(B, np.int32), pfc([emb, labels], training=True))
+    assert float(l_full) == pytest.approx(float(l_pfc), rel=1e-5)
+    for a, b in ((tape.gradient(l_full, emb), tape.gradient(l_pfc, emb)),
+                 (tape.gradient(l_full, full.w), tape.gradient(l_pfc, pfc.head.w))):
+        np.testing.assert_allclose(tf.convert_to_tensor(b).numpy(), tf.convert_to_tensor(a).numpy(), atol=1e-5)
+
+
+def test_sampling_keeps_positives_and_follows_the_step_counter():
+    rng = np.random.default_rng(1)
+    C, D, B = 1000, 8, 32
+    pfc = PartialFC(build_head("ArcFace", C, 32.0), 0.05, seed=3)
+    pfc.build(((None, D), (None,)))
+    labels = rng.integers(0, C, B).astype(np.int32)
+    emb = rng.normal(size=(B, D)).astype(np.float32)
+    assert pfc.num_sample == 50
+    first = np.asarray(pfc.sample(labels))
+    assert set(labels) <= set(first) and len(set(first)) == 50
+    out = np.asarray(pfc([emb, labels], training=True))
+    assert out.shape == (B, 51) and int(pfc.step.numpy()) == 1
+    second = np.asarray(pfc.sample(labels))
+    assert set(first) != set(second)  # a new step, new negatives
+    many = np.arange(80, dtype=np.int32)  # more classes in the batch than num_sample: all kept
+    assert set(np.asarray(pfc.sample(many))) == set(many)
+    pfc.step.assign(0)
+    np.testing.assert_array_equal(np.sort(np.asarray(pfc.sample(labels))), np.sort(first))  # the counter is the state
+    # each row's own class is masked among the sampled logits: the target appears once, at column 0
+    w = np.asarray(pfc.head.w)
+    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    cos_t = (e * (w[:, labels] / np.linalg.norm(w[:, labels], axis=0)).T).sum(1)
+    th = np.arccos(np.clip(cos_t, -1, 1))
+    want = np.where(th + 0.5 <= np.pi, np.cos(th + 0.5), cos_t - 0.5 * np.sin(0.5))  # ArcFace, with its fallback
+    np.testing.assert_allclose(out[:, 0], 32.0 * want, atol=2e-3)
+    assert (out[:, 1:] < -1000).sum(1).tolist() == [1] * B
+
+
+def test_partial_fc_run_learns_and_resumes_exactly(ds, tmp_path):
+    from test_train_scale import _train
+
+    kw = {"sample_rate": 0.25, "plan": [[2, 0.05, False, 1], [2, 0.01]]}
+    full = _train(ds, tmp_path / "full", **kw)
+    import csv
+    rows = list(csv.DictReader(open(tmp_path / "full" / "history.csv")))
+    assert float(rows[-1]["accuracy"]) > float(rows[0]["accuracy"])  # training accuracy rises
+    with killed_after_checkpoint(10):
+        _train(ds, tmp_path / "cut", **kw)
+    res = _train(ds, tmp_path / "cut", **kw)
+    assert res["resumed_from"] and res["global_step"] == full["global_step"] == 16
+    d = runs_differ(tmp_path / "full", tmp_path / "cut")
+    assert d < 1e-5, d

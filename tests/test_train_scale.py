@@ -1,0 +1,98 @@
+"""Training at scale (#16): gradient accumulation, the weights' moving average (EMA), and the new
+heads inside the trainer, with kill/resume."""
+import numpy as np
+import pytest
+
+from conftest import h5_weights, killed_after_checkpoint, max_diff, runs_differ
+
+
+def _dense_fit(batch, accumulate, steps, ema=0.0, seed=0):
+    """A bias-free dense model (no batch norm: equal updates are exactly comparable) trained with
+    make_optimizer; returns (weights after every optimizer call, the optimizer, the variable)."""
+    import keras
+
+    from recface_lib.train.optim import make_optimizer
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(64, 5)).astype(np.float32)
+    y = rng.normal(size=(64, 3)).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, use_bias=False)])
+    opt = make_optimizer("sgd", 0.1, 1e-3, momentum=0.9, ema=ema, accumulate=accumulate)
+    model.compile(optimizer=opt, loss="mse")
+    hist = []
+    for i in range(steps):
+        xb, yb = x[(i * batch) % 64:(i * batch) % 64 + batch], y[(i * batch) % 64:(i * batch) % 64 + batch]
+        model.train_on_batch(xb, yb)
+        hist.append(model.weights[0].numpy().astype(np.float64).copy())
+    return hist, opt, model.weights[0]
+
+
+def test_accumulation_equals_the_big_batch():
+    """4 updates of batch 16 == 8 micro-batches of 8 accumulated in pairs (the lr, momentum and
+    weight decay mean the same per effective step)."""
+    big, _, _ = _dense_fit(16, 1, 4)
+    acc, _, _ = _dense_fit(8, 2, 8)
+    np.testing.assert_allclose(acc[1::2], big, atol=1e-6)
+    np.testing.assert_array_equal(acc[0], acc[0])  # the first micro-batch did not update...
+    assert not np.allclose(acc[1], _dense_fit(8, 1, 1)[0][0])  # ...a plain step of 8 would differ
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_ema_is_the_average_of_the_weights(accumulate):
+    """The kept average against a loop over the live weights (Keras averages at every optimizer
+    call with momentum ema^(1/N); the calls before the first update copy the weights)."""
+    from recface_lib.train.optim import ema_values
+
+    m = 0.8
+    steps = 6 * accumulate
+    hist, opt, var = _dense_fit(8, accumulate, steps, ema=m)
+    mm = m ** (1.0 / accumulate)
+    avg = None
+    for i, w in enumerate(hist):
+        avg = w.copy() if i < accumulate else mm * avg + (1 - mm) * w
+    got = np.asarray(ema_values(opt, [var])[0], np.float64)
+    np.testing.assert_allclose(got, avg, atol=1e-6)
+    assert np.abs(got - hist[-1]).max() > 1e-4  # the average is not the live weights
+
+
+def _train(ds, out, **kw):
+    from recface_lib.train.trainer import train
+
+    cfg = {"dataset": str(ds), "output": str(out), "input_size": 32, "embd_shape": 32, "batch_size": 8,
+           "shuffle_buffer": 64, "tensorboard": False, "steps_per_epoch": 4, "deterministic": True,
+           "checkpoint_every": 2, "plan": [[1, 0.05], [1, 0.01]], **kw}
+    return train(cfg, show_progress=False)
+
+
+def test_accumulated_lr_follows_the_plan_in_micro_batches():
+    from recface_lib.train.plan import PlanSchedule, parse_plan, plan_lr_schedule
+
+    p = PlanSchedule(parse_plan([[1, 0.1], {"epochs": 1, "lr": 0.05, "decay": "cosine", "lr_end": 0.001}]), 8)
+    sched = plan_lr_schedule(p, 2)
+    for u in range(8):
+        assert float(sched(u)) == pytest.approx(p.lr_at(2 * u + 1), rel=1e-5)
+
+
+@pytest.mark.parametrize("head", ["CurricularFace", "MagFace"])
+def test_new_heads_train(ds, tmp_path, head):
+    res = _train(ds, tmp_path / "run", head=head, plan=[[1, 0.05]])
+    assert res["global_step"] == 4 and np.isfinite(res["loss"])
+    from recface_lib.models.build import head_name
+    import json
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["head"] == head_name(head)
+
+
+def test_ema_accumulation_and_subcenter_head_resume_exactly(ds, tmp_path):
+    kw = {"head": "SubCenterArcFace", "ema": 0.9, "accumulate": 2}
+    full = _train(ds, tmp_path / "full", **kw)
+    assert full["effective_batch"] == 16 and np.isfinite(full["loss"])
+    avg, live = (h5_weights(tmp_path / "full" / "final" / n) for n in ("backbone.weights.h5", "live.weights.h5"))
+    assert max_diff(avg, live) > 1e-4  # final/ holds the average, live.weights.h5 the last weights
+    with killed_after_checkpoint(6):
+        _train(ds, tmp_path / "cut", **kw)
+    res = _train(ds, tmp_path / "cut", **kw)
+    assert res["resumed_from"].endswith("ckpt-000000006") and res["global_step"] == 8
+    for n in ("backbone.weights.h5", "live.weights.h5"):
+        d = runs_differ(tmp_path / "full", tmp_path / "cut", n)
+        assert d < 1e-5, f"{n}: resumed run differs by {d}"
