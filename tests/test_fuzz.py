@@ -72,6 +72,8 @@ def fuzz(original: Path, run, check, tmp: Path, seed: int, named=lambda p, k: p.
     outcome = {"errors": 0, "correct": 0}
     for k in range(N):
         bad, changed = corrupt(data, rng)
+        while bad == data:  # zeroing bytes that were already zero changes nothing: not a corruption
+            bad, changed = corrupt(data, rng)
         p = tmp / f"case{k}{original.suffix}"
         p.write_bytes(bad)
         with Deadline(20):

@@ -34,8 +34,9 @@ class PartialFC(keras.layers.Layer):
         name = type(head).__name__
         if name not in SUPPORTED:
             from ..errors import ConfigError
-            raise ConfigError(f"sample_rate: Partial FC works with the heads {', '.join(SUPPORTED)}; {name} changes "
-                              "the non-target logits or the scale per batch (use sample_rate 1.0)")
+            raise ConfigError(f"sample_rate: Partial FC works with the heads {', '.join(SUPPORTED)}; {name} computes "
+                              "its logits its own way (re-weighted negatives, a per-batch scale, sub-centres or an extra "
+                              "loss): use sample_rate 1.0")
         if not 0.0 < float(sample_rate) <= 1.0:
             from ..errors import ConfigError
             raise ConfigError(f"sample_rate: must be in (0, 1], got {sample_rate}")
