@@ -70,13 +70,11 @@ def center_targets(e, ef):
     """Teacher embeddings (and mirrored ones) minus their common mean, re-normalised (float16)."""
     import numpy as np
 
+    from ..protocol.verification import l2_normalize
+
     e, ef = e.astype(np.float32), ef.astype(np.float32)
     mu = (e.mean(0) + ef.mean(0)) / 2
-
-    def unit(a):
-        a = a - mu
-        return (a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-6)).astype(np.float16)
-    return unit(e), unit(ef)
+    return l2_normalize(e - mu).astype(np.float16), l2_normalize(ef - mu).astype(np.float16)
 
 
 class TrainRun:
