@@ -23,7 +23,7 @@ class TrainConfig(StageConfig):
     # how the widget panel groups the fields (tests/test_notebooks.py: every field in exactly one)
     GROUPS: typing.ClassVar[dict] = {
         "data": ("dataset", "output", "val_sets", "val_flip", "val_batch_size", "augmentation", "shuffle_buffer"),
-        "model": ("backbone", "input_size", "embd_shape", "dropout", "normalization", "pretrained"),
+        "model": ("backbone", "input_size", "embd_shape", "dropout", "normalization", "pretrained", "sync_batchnorm"),
         "head": ("head", "margin", "scale", "head_params", "sample_rate"),
         "distillation": ("teacher", "distill_loss", "distill_center", "distill_weight", "head_weight"),
         "plan": ("plan", "steps_per_epoch"),
@@ -39,6 +39,8 @@ class TrainConfig(StageConfig):
     embd_shape: int = param(512, "embedding size", lo=2, hi=65536)
     dropout: float = param(0.0, "dropout before the embedding layer", lo=0.0, hi=0.99)
     normalization: str = choice("-1:1", NORMALIZATIONS, "input scaling")
+    sync_batchnorm: bool = param(False, "batch-norm statistics over the global batch, across all replicas and workers "
+                                        "(false: each replica's own, as insightface and arcface_torch train)")
     head: str = choice("ArcFace", HEAD_NAMES + tuple(HEAD_ALIASES), "margin head")
     margin: float | None = param(None, "margin (None: the head's default: ArcFace 0.5, CosFace 0.35, SphereFace 1.35, AdaFace 0.4)", lo=0.0, hi=4.0)
     scale: float = param(64.0, "logit scale s (AdaCos: its maximum; the guide's logist_scale)", lo=1.0, hi=1024.0)
@@ -99,6 +101,8 @@ class TrainConfig(StageConfig):
         if self.cpu_replicas > 1 and self.jit_compile:
             raise ConfigError(f"{where}jit_compile with cpu_replicas: XLA cannot compile a step over logical CPU "
                               "devices (variables on another device); test them separately")
+        if self.strategy == "multi_worker" and self.cpu_replicas > 1:
+            raise ConfigError(f"{where}cpu_replicas: a testing device split for one process; not with strategy multi_worker")
         for k in ("dataset", "output"):
             if not getattr(self, k):
                 raise ConfigError(f"{where}{k}: required")

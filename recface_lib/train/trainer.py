@@ -81,7 +81,11 @@ class TrainRun:
     def __init__(self, cfg: TrainConfig, show_progress: bool = True):
         from ..data.tfrecord import load_metadata
 
-        self.cfg, self.show_progress = cfg, show_progress
+        from .strategy import is_chief
+
+        self.cfg = cfg
+        self.chief = is_chief(cfg.strategy)  # in a multi-worker run only the chief writes files
+        self.show_progress = show_progress and self.chief
         self.out = Path(cfg.output)
         self.meta = load_metadata(cfg.dataset)
         self.stages = parse_plan(cfg.plan)
@@ -115,6 +119,7 @@ class TrainRun:
 
         cfg = self.cfg
         self.strategy = make_strategy(cfg.strategy, cfg.cpu_replicas)
+        self.multi_worker = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
         self.precision = resolve_precision(cfg.precision)
         keras.config.set_dtype_policy(self.precision)
         keras.utils.set_random_seed(cfg.seed)
@@ -122,7 +127,7 @@ class TrainRun:
             tf.config.experimental.enable_op_determinism()
         name = head_name(cfg.head)
         with self.strategy.scope():
-            self.backbone = build_backbone(cfg.backbone, cfg.input_size, cfg.embd_shape, cfg.dropout)
+            self.backbone = build_backbone(cfg.backbone, cfg.input_size, cfg.embd_shape, cfg.dropout, cfg.sync_batchnorm)
             use_head = self.teacher is None or any(w > 0 for w in self.loss_weights()[1])
             self.head = (build_head(name, int(self.meta["num_classes"]), cfg.scale, cfg.margin, **cfg.head_params)
                          if use_head else None)
@@ -143,11 +148,14 @@ class TrainRun:
                                                  cfg.distill_loss)
                 self.model.compile(optimizer=self.optimizer, jit_compile=cfg.jit_compile)
             self.model.optimizer.build(self.model.trainable_variables)
+        if self.multi_worker:
+            from .strategy import keras_multi_worker
+            keras_multi_worker(self.model, self.strategy)
         if cfg.pretrained:
             self.load_pretrained(cfg.pretrained)
         if cfg.resume:
             self.try_resume()
-        for v in cfg.val_sets:
+        for v in cfg.val_sets if self.chief else ():  # the other workers need not validate: they write nothing
             from .callbacks import PairSetValidator
             self.validators.append(PairSetValidator(v, cfg.input_size, cfg.val_flip))
         return self
@@ -229,6 +237,8 @@ class TrainRun:
         bad = nonfinite(self.model.weights) + nonfinite(self.model.optimizer.variables)
         if bad:  # never write a poisoned checkpoint
             raise NonFinite(step, f"{bad} non-finite weights or optimizer variables")
+        if not self.chief:
+            return
         save_checkpoint(self.out / "checkpoints", self.model, self.model.optimizer, self.state(step, si, seg),
                         self.cfg.keep_checkpoints, (Path(self.cfg.copy_to) if self.cfg.copy_to else None))
 
@@ -283,6 +293,8 @@ class TrainRun:
                     self.best[v.name] = {"accuracy": res.accuracy, "threshold": res.threshold, "global_step": step}
         self.history.append(row)
         self.checkpoint(step, si, seg)
+        if not self.chief:
+            return
         write_history_csv(self.history, self.out / "history.csv")
         if self.cfg.tensorboard:
             self.tensorboard(row)
@@ -308,6 +320,12 @@ class TrainRun:
                           normalization=c.normalization, augment=c.augment(),
                           shuffle_buffer=c.shuffle_buffer, deterministic=c.deterministic, seed=c.seed,
                           start=start_step * c.batch_size, teacher=self.teacher)
+        if self.multi_worker:
+            # every worker reads the whole stream and keeps its part of each global batch: the
+            # batches are those of a one-process run (file sharding would change them)
+            opts = tf.data.Options()
+            opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+            ds = ds.with_options(opts)
         if self.teacher is not None:
             return ds.map(lambda x, y, t: ((x, y, t), y))
         if c.sample_rate < 1.0:
@@ -319,6 +337,7 @@ class TrainRun:
 
         from ..data.tfrecord import data_error
         from .callbacks import PlanCallback
+        from .checkpoint import find_latest
         from .optim import set_weight_decay
 
         bar = progress(total=self.plan.total_steps, initial=min(self.global_step, self.plan.total_steps),
@@ -347,6 +366,12 @@ class TrainRun:
                 except NonFinite as e:
                     self.stop_nonfinite(e.step, e.what)
                 except tf.errors.OpError as e:
+                    from .strategy import peer_lost
+                    if self.multi_worker and peer_lost(e):
+                        raise TrainingError(
+                            f"{self.out}: another worker stopped at step {self.global_step} ({type(e).__name__}); "
+                            f"restart every worker with the same command to resume from the newest checkpoint "
+                            f"({find_latest(*self.ckpt_roots()) or 'none yet'})") from None
                     raise data_error(self.meta, e) from None
                 if cb.nan_step is not None:
                     self.stop_nonfinite(cb.nan_step, "the loss became NaN/Inf")
@@ -377,24 +402,26 @@ class TrainRun:
         bad = nonfinite(self.backbone.weights)
         if bad:
             self.stop_nonfinite(self.global_step, f"{bad} non-finite backbone weights")
+        spec = model_spec(self.cfg, self.meta)
+        summary = {"output": str(self.out), "global_step": self.global_step, "total_steps": self.plan.total_steps,
+                   "replicas": self.strategy.num_replicas_in_sync, "chief": self.chief}
+        if not self.chief:  # the chief writes the run's results
+            return summary
         if self.cfg.ema:  # final/ is the average (what export uses); the live weights beside it
             save_backbone(self.backbone, self.out / "final" / "live.weights.h5")
         with self.averaged():
             final = save_backbone(self.backbone, self.out / "final" / "backbone.weights.h5")
-        spec = model_spec(self.cfg, self.meta)
         atomic_write_json(self.out / "model.json", spec)
         if self.history:
             write_history_csv(self.history, self.out / "history.csv")
             plot_training_curves(self.history, self.out / "curves.png", title=f"{self.cfg.backbone} + {self.cfg.head}")
         last = self.history[-1] if self.history else {}
-        summary = {"output": str(self.out), "final_weights": str(final), "global_step": self.global_step,
-                   "total_steps": self.plan.total_steps, "plan": self.plan.summary(), "resumed_from": self.resumed_from,
+        summary |= {"final_weights": str(final), "plan": self.plan.summary(), "resumed_from": self.resumed_from,
                    "loss": last.get("loss"), "accuracy": last.get("accuracy"),
                    "validation": {k[4:]: v for k, v in last.items() if k.startswith("val_") and not k.endswith("_std")},
                    "best": self.best, "history": str(self.out / "history.csv"),
                    "curves": str(self.out / "curves.png") if self.history else None,
-                   "num_classes": spec["num_classes"], "replicas": self.strategy.num_replicas_in_sync,
-                   "precision": self.precision, "jit_compile": self.cfg.jit_compile, "ema": self.cfg.ema,
+                   "num_classes": spec["num_classes"], "precision": self.precision, "jit_compile": self.cfg.jit_compile, "ema": self.cfg.ema,
                    "effective_batch": self.cfg.batch_size * self.cfg.accumulate}
         write_manifest(self.out, "train", self.cfg.to_dict(), {"dataset": Path(self.cfg.dataset) / "metadata.json"},
                        {"global_step": self.global_step}, spec["preprocessing"], summary=summary)
@@ -423,12 +450,15 @@ def train(cfg: TrainConfig | dict, show_progress: bool = True) -> dict:
 
     if isinstance(cfg, dict):
         cfg = TrainConfig.from_dict(cfg)
+    from .strategy import is_chief
+
     out = Path(cfg.output)
     check_not_input(out, {**cfg.input_paths(), "copy_to": cfg.copy_to}, "train")
-    if not cfg.resume:
-        fresh_start(out, cfg.copy_to)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "train_config.json", cfg.to_dict())
+    if is_chief(cfg.strategy):  # a multi-worker run's other workers write nothing
+        if not cfg.resume:
+            fresh_start(out, cfg.copy_to)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "train_config.json", cfg.to_dict())
     policy = keras.config.dtype_policy()
     try:
         return TrainRun(cfg, show_progress).build().fit().finish()
