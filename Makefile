@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/python -m recface_lib.demo
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # Chromium + ChromeDriver (Debian packages) for the JupyterLab widget test; skipped with a reason
 # by that test where they cannot be installed (no root / no apt).

@@ -5,10 +5,16 @@ achieved GFLOP/s (conv/dense FLOPs counted from the layers, train step = 3x forw
 float32 matmul peak measured in the same run.
 
     .venv/bin/python benchmarks/train_step.py [--backbone MobileFaceNetV2] [--batch 32] [--steps 6]
+
+With ``--reps N`` (N >= 5 for README figures) each measurement is a fresh process, bare and ours
+alternating (which goes first swaps every repetition), and the median and range of N are printed
+with the ratio of the medians and the median and range of the per-repetition ratios.
 """
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -124,6 +130,27 @@ def ours(args, precision, jit, tmp):
     return t.n * args.batch / (t.t1 - t.t0)
 
 
+def repeated(args):
+    import numpy as np
+
+    common = ["--backbone", args.backbone, "--batch", str(args.batch), "--size", str(args.size), "--classes",
+              str(args.classes), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    for c in args.configs:
+        got = {"bare": [], "ours": []}
+        for r in range(args.reps):
+            for kind in (("bare", "ours") if r % 2 == 0 else ("ours", "bare")):
+                out = subprocess.run([sys.executable, __file__, "--one", kind, "--configs", c, *common],
+                                     capture_output=True, text=True, check=True)
+                got[kind].append(json.loads(out.stdout.strip().splitlines()[-1])["img_s"])
+        b, o = np.array(got["bare"]), np.array(got["ours"])
+        ratios = o / b
+        print(f"{args.backbone} batch {args.batch} {c}, {args.reps} interleaved repetitions x {args.steps} timed steps: "
+              f"bare fit {np.median(b):.2f} img/s ({b.min():.2f}-{b.max():.2f}), ours {np.median(o):.2f} img/s "
+              f"({o.min():.2f}-{o.max():.2f}); ratio of medians {np.median(o) / np.median(b):.3f}; per-repetition "
+              f"ratio median {np.median(ratios):.3f} ({ratios.min():.3f}-{ratios.max():.3f})", flush=True)
+        print(json.dumps({"config": c, "bare": got["bare"], "ours": got["ours"]}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--backbone", default="MobileFaceNetV2")
@@ -133,7 +160,17 @@ def main():
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--configs", nargs="*", default=["float32", "float32+xla", "mixed_bfloat16", "mixed_bfloat16+xla"])
+    ap.add_argument("--reps", type=int, default=0, help="fresh-process repetitions, interleaved (0: one in-process run)")
+    ap.add_argument("--one", choices=["bare", "ours"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one:  # (internal) one measurement of one config in this fresh process
+        precision, jit = args.configs[0].split("+")[0], args.configs[0].endswith("+xla")
+        with tempfile.TemporaryDirectory() as tmp:
+            v = bare_fit(args, precision, jit)[0] if args.one == "bare" else ours(args, precision, jit, tmp)
+        print(json.dumps({"img_s": v}))
+        return
+    if args.reps:
+        return repeated(args)
     peak = matmul_peak()
     print(f"matmul peak (float32, 2048^3): {peak:.1f} GFLOP/s")
     rows = []

@@ -57,7 +57,7 @@ def batch():
 def test_margin_heads_match_numpy(batch, name, kw):
     emb, labels = batch
     head, out = run_head(name, emb, labels, **kw)
-    w = np.asarray(head.w, np.float64)
+    w = np.asarray(head.w, np.float64).T
     cos = _cos(emb, w)
     margin = head.margin
     target = ref_target(name, cos, margin, **{"margin1": 1.0, "margin3": 0.0, **kw})
@@ -71,7 +71,7 @@ def test_arcface_beyond_pi_is_monotonic_and_finite():
     """Target logit as the embedding rotates from the class centre to the opposite side."""
     head = build_head("ArcFace", 1, scale=1.0)
     head.build(((None, 2), (None,)))
-    head.w.assign(np.array([[1.0], [0.0]], np.float32))
+    head.w.assign(np.array([[1.0, 0.0]], np.float32))
     ang = np.linspace(0, math.pi, 721)
     emb = np.stack([np.cos(ang), np.sin(ang)], 1).astype(np.float32)
     logits = np.asarray(head([emb, np.zeros(len(ang), np.int32)]))[:, 0]
@@ -87,7 +87,7 @@ def test_no_nan_at_cos_plus_minus_one(name):
 
     head = build_head(name, 2, scale=64.0)
     head.build(((None, 2), (None,)))
-    head.w.assign(np.array([[1.0, -1.0], [0.0, 0.0]], np.float32))
+    head.w.assign(np.array([[1.0, 0.0], [-1.0, 0.0]], np.float32))
     emb = tf.constant([[3.0, 0.0], [-2.0, 0.0], [0.0, 1.0]])  # cos exactly +1 / -1 to the centres
     labels = tf.constant([0, 0, 1])
     with tf.GradientTape() as tape:
@@ -103,7 +103,7 @@ def test_adacos_dynamic_scale_matches_numpy(batch):
     emb, labels = batch
     head, out0 = run_head("AdaCos", emb, labels, training=False)
     s0 = math.sqrt(2) * math.log(C - 1)
-    cos = _cos(emb, np.asarray(head.w, np.float64))
+    cos = _cos(emb, np.asarray(head.w, np.float64).T)
     np.testing.assert_allclose(out0, s0 * cos, atol=1e-3)  # inference: fixed scale, no margin
     out1 = np.asarray(head([emb.astype(np.float32), labels.astype(np.int32)], training=True), np.float64)
     onehot = np.eye(C)[labels].astype(bool)
@@ -118,7 +118,7 @@ def test_adaface_matches_numpy(batch):
     emb, labels = batch
     emb = emb * np.linspace(0.5, 30, len(emb))[:, None]  # spread of feature norms = image quality
     head, out = run_head("AdaFace", emb, labels, training=True)
-    cos = _cos(emb, np.asarray(head.w, np.float64))
+    cos = _cos(emb, np.asarray(head.w, np.float64).T)
     norm = np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 0.001, 100)
     mean = 0.01 * norm.mean() + 0.99 * 20.0
     std = 0.01 * norm.std(ddof=1) + 0.99 * 100.0
@@ -201,7 +201,7 @@ def test_curricularface_matches_numpy(batch, training):
     head = build_head("CurricularFace", C, scale=64.0)
     head.build(((None, D), (None,)))
     head.t.assign(0.3)
-    w = np.asarray(head.w, np.float64)
+    w = np.asarray(head.w, np.float64).T
     rng = np.random.default_rng(1)
     emb = np.concatenate([_edge_batch(w, labels[:8], rng), emb])
     out = np.asarray(head([emb.astype(np.float32), labels.astype(np.int32) if len(labels) == len(emb)
@@ -223,7 +223,7 @@ def test_magface_matches_numpy_with_its_regulariser(batch):
     emb, labels = batch
     head = build_head("MagFace", C, scale=64.0)
     head.build(((None, D), (None,)))
-    w = np.asarray(head.w, np.float64)
+    w = np.asarray(head.w, np.float64).T
     rng = np.random.default_rng(2)
     emb = np.concatenate([_edge_batch(w, labels[:8], rng), emb * 4, emb * 40])  # magnitudes below, in, above [10, 110]
     lab = np.concatenate([labels[:8], labels, labels])
@@ -238,7 +238,7 @@ def test_subcenter_arcface_matches_numpy_and_finds_dominant_centres(batch):
     emb, labels = batch
     head = build_head("SubCenterArcFace", C, scale=64.0, k=3)
     head.build(((None, D), (None,)))
-    w = np.asarray(head.w, np.float64)
+    w = np.asarray(head.w, np.float64).T
     rng = np.random.default_rng(3)
     edge = rng.normal(size=(2, D)) * 15
     edge[0], edge[1] = w[:, 3 * labels[0] + 1] * 30, -w[:, 3 * labels[1]] * 30
@@ -263,7 +263,7 @@ def test_new_heads_gradients_match_finite_differences(name):
     labels = rng.integers(0, C, 6)
     head = build_head(name, C, scale=8.0)
     head.build(((None, D), (None,)))
-    w = np.asarray(head.w, np.float64)
+    w = np.asarray(head.w, np.float64).T
     emb = rng.normal(size=(6, D)) * (20 if name == "MagFace" else 1)
     R = rng.normal(size=(6, C))
 

@@ -53,13 +53,54 @@ def test_sampling_keeps_positives_and_follows_the_step_counter():
     pfc.step.assign(0)
     np.testing.assert_array_equal(np.sort(np.asarray(pfc.sample(labels))), np.sort(first))  # the counter is the state
     # each row's own class is masked among the sampled logits: the target appears once, at column 0
-    w = np.asarray(pfc.head.w)
+    w = np.asarray(pfc.head.w)  # (classes, dim): a centre per row
     e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-    cos_t = (e * (w[:, labels] / np.linalg.norm(w[:, labels], axis=0)).T).sum(1)
+    cos_t = (e * (w[labels] / np.linalg.norm(w[labels], axis=1, keepdims=True))).sum(1)
     th = np.arccos(np.clip(cos_t, -1, 1))
     want = np.where(th + 0.5 <= np.pi, np.cos(th + 0.5), cos_t - 0.5 * np.sin(0.5))  # ArcFace, with its fallback
     np.testing.assert_allclose(out[:, 0], 32.0 * want, atol=2e-3)
     assert (out[:, 1:] < -1000).sum(1).tolist() == [1] * B
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sampled_centres_get_a_row_sparse_sgd_step(nesterov):
+    """Partial FC's gradient names its rows; recface's SGD decays, moves and updates the momentum
+    of those rows only (a loop over rows in float64 is the reference) and leaves the others and
+    their momentum as they were."""
+    import tensorflow as tf
+
+    from recface_lib.train.optim import make_optimizer
+
+    rng = np.random.default_rng(2)
+    C, D, B, lr, wd, mu = 200, 8, 16, 0.1, 5e-3, 0.9
+    pfc = PartialFC(build_head("ArcFace", C, 16.0), 0.1, seed=1)
+    pfc.build(((None, D), (None,)))
+    w = pfc.head.w
+    opt = make_optimizer("sgd", lr, wd, momentum=mu, nesterov=nesterov)
+    opt.build([w])
+    mom = opt.momentums[0]
+    mom.assign(rng.normal(size=(C, D)).astype(np.float32))  # some momentum from earlier steps
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    w0, m0 = w.numpy().astype(np.float64), mom.numpy().astype(np.float64)
+    emb = tf.constant(rng.normal(size=(B, D)).astype(np.float32))
+    labels = rng.integers(0, C, B).astype(np.int32)
+    with tf.GradientTape() as tape:
+        loss = ce(np.zeros(B, np.int32), pfc([emb, labels], training=True))
+    g = tape.gradient(loss, w)
+    assert isinstance(g, tf.IndexedSlices)  # labels and samples overlap: rows named twice
+    dense = np.zeros((C, D))
+    np.add.at(dense, np.asarray(g.indices), np.asarray(g.values, np.float64))
+    touched = sorted(set(np.asarray(g.indices).tolist()))
+    opt.apply([g], [w])
+    want_w, want_m = w0.copy(), m0.copy()
+    for r in touched:
+        gr = dense[r] + 2 * wd * w0[r]
+        want_m[r] = mu * m0[r] - lr * gr
+        want_w[r] = w0[r] + (mu * want_m[r] - lr * gr if nesterov else want_m[r])
+    np.testing.assert_allclose(mom.numpy(), want_m, atol=1e-6)
+    np.testing.assert_allclose(w.numpy(), want_w, atol=1e-6)
+    others = np.setdiff1d(np.arange(C), touched)
+    assert len(others) > C // 2 and np.array_equal(w.numpy()[others], w0[others].astype(np.float32))
 
 
 def test_partial_fc_run_learns_and_resumes_exactly(ds, tmp_path):

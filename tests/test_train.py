@@ -109,6 +109,11 @@ def test_gpu_paths_on_cpu_mirrored_bfloat16_and_xla(ds, tmp_path):
     assert r["jit_compile"] is True and r["global_step"] == 2 and np.isfinite(r["loss"])
     w = h5_weights(tmp_path / "mirror" / "final" / "backbone.weights.h5")
     assert all(v.dtype == np.float32 and np.all(np.isfinite(v)) for v in w.values())  # variables stay float32
+    # Partial FC over two replicas: each samples for its half of the batch, the row-sparse
+    # gradients are summed across replicas and the sampled centres updated once
+    r = last_json(run_cli(*train_args(ds, tmp_path / "pfc", "--set", "plan=[[1, 0.01]]", "--set", "steps_per_epoch=2",
+                                      "--set", "cpu_replicas=2", "--set", "sample_rate=0.25")))
+    assert r["replicas"] == 2 and r["global_step"] == 2 and np.isfinite(r["loss"])
 
 
 def test_bad_parameters_fail_cleanly(ds, tmp_path):

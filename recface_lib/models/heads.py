@@ -40,14 +40,14 @@ class NormDense(keras.layers.Layer):
 
     def build(self, input_shape):
         emb_shape = input_shape[0] if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)) else input_shape
-        self.w = self.add_weight(name="centers", shape=(int(emb_shape[-1]), self.num_classes),
+        self.w = self.add_weight(name="centers", shape=(self.num_classes, int(emb_shape[-1])),
                                  initializer=keras.initializers.GlorotNormal(), regularizer=self.regularizer)
 
     def cosine(self, emb):
         emb = ops.cast(emb, "float32")
         e = emb / ops.maximum(ops.norm(emb, axis=1, keepdims=True), 1e-12)
-        w = self.w / ops.maximum(ops.norm(self.w, axis=0, keepdims=True), 1e-12)
-        return ops.clip(ops.matmul(e, w), -1.0, 1.0)
+        w = self.w / ops.maximum(ops.norm(self.w, axis=1, keepdims=True), 1e-12)
+        return ops.clip(ops.matmul(e, ops.transpose(w)), -1.0, 1.0)
 
     def target_logit(self, cos, emb, training):
         return cos
@@ -278,15 +278,15 @@ class SubCenterArcFace(ArcFace):
 
     def build(self, input_shape):
         emb_shape = input_shape[0] if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)) else input_shape
-        self.w = self.add_weight(name="centers", shape=(int(emb_shape[-1]), self.num_classes * self.k),
+        self.w = self.add_weight(name="centers", shape=(self.num_classes * self.k, int(emb_shape[-1])),
                                  initializer=keras.initializers.GlorotNormal(), regularizer=self.regularizer)
 
     def subcenter_cosines(self, emb):
-        """(batch, classes, k): the cosine to every sub-centre (column c*k + j is class c's j-th)."""
+        """(batch, classes, k): the cosine to every sub-centre (row c*k + j is class c's j-th)."""
         emb = ops.cast(emb, "float32")
         e = emb / ops.maximum(ops.norm(emb, axis=1, keepdims=True), 1e-12)
-        w = self.w / ops.maximum(ops.norm(self.w, axis=0, keepdims=True), 1e-12)
-        return ops.reshape(ops.clip(ops.matmul(e, w), -1.0, 1.0), (-1, self.num_classes, self.k))
+        w = self.w / ops.maximum(ops.norm(self.w, axis=1, keepdims=True), 1e-12)
+        return ops.reshape(ops.clip(ops.matmul(e, ops.transpose(w)), -1.0, 1.0), (-1, self.num_classes, self.k))
 
     def cosine(self, emb):
         return ops.max(self.subcenter_cosines(emb), axis=2)

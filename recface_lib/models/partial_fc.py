@@ -9,9 +9,9 @@ cross-entropy with label 0 is exactly the head's loss restricted to the sampled 
 ``sample_rate`` 1.0 every centre is "sampled", which gives exactly the full head's loss and
 gradients (tests/test_partial_fc.py). Sampling is stateless, seeded by (seed, the layer's own step
 counter): the counter is a weight of the layer, so a checkpoint carries the sampler's state and a
-resumed run draws the same samples. Gradients reach only the sampled centres (``tf.gather``);
-momentum and weight decay still update the whole centre matrix each step (Keras optimizers keep
-dense slots): ``benchmarks/partial_fc.py`` measures that cost."""
+resumed run draws the same samples. The centres are rows (classes x dim), so the gradient is
+row-sparse (``tf.gather``) and recface's SGD updates, decays and moves the momentum of the sampled
+rows only (``train.optim``), as arcface_torch does: ``benchmarks/partial_fc.py`` measures it."""
 from __future__ import annotations
 
 import math
@@ -74,9 +74,9 @@ class PartialFC(keras.layers.Layer):
         h = self.head
         e = ops.cast(emb, "float32")
         e = e / ops.maximum(ops.norm(e, axis=1, keepdims=True), 1e-12)
-        w = tf.gather(h.w, idx, axis=1)
-        w = w / ops.maximum(ops.norm(w, axis=0, keepdims=True), 1e-12)
-        cos = ops.clip(ops.matmul(e, w), -1.0, 1.0)  # (batch, num_sample)
+        w = tf.gather(h.w, idx)  # rows: its gradient is row-sparse (tf.IndexedSlices)
+        w = w / ops.maximum(ops.norm(w, axis=1, keepdims=True), 1e-12)
+        cos = ops.clip(ops.matmul(e, ops.transpose(w)), -1.0, 1.0)  # (batch, num_sample)
         mine = ops.cast(ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(idx, 0)), "float32")
         target_cos = ops.sum(mine * cos, axis=1, keepdims=True)
         target = h.target_logit(target_cos, emb, training)

@@ -4,6 +4,8 @@ it without rebuilding the model or retracing the train step.
 - ``sgd``: coupled L2 as the recface guide's ``kernel_regularizer=l2(w_decay)`` did: the gradient
   of ``w_decay * sum(w^2)`` (= 2 * w_decay * w) is added before momentum.
 - ``adamw``: decoupled decay ``w -= lr * w_decay * w`` (Loshchilov & Hutter).
+- A row-sparse gradient (Partial FC's sampled centres) gets a row-sparse SGD step: decay, momentum
+  and move of those rows only; AdamW densifies it.
 Decay applies to kernels (conv, depthwise, dense) and the head's class centres, not to batch-norm,
 biases or PReLU slopes."""
 from __future__ import annotations
@@ -37,6 +39,8 @@ def make_optimizer(name: str, learning_rate, weight_decay: float, momentum: floa
             self.wd = self.add_variable((), initializer=keras.initializers.Constant(weight_decay), name="stage_weight_decay")
 
         def update_step(self, gradient, variable, learning_rate):
+            if name == "sgd" and is_row_sparse(gradient):
+                return self.sparse_step(gradient, variable, learning_rate)
             if decays(variable):
                 wd = keras.ops.cast(self.wd, variable.dtype)
                 if name == "sgd":
@@ -44,6 +48,27 @@ def make_optimizer(name: str, learning_rate, weight_decay: float, momentum: floa
                 else:
                     variable.assign(variable - keras.ops.cast(learning_rate, variable.dtype) * wd * variable)
             return super().update_step(gradient, variable, learning_rate)
+
+        def sparse_step(self, gradient, variable, learning_rate):
+            """SGD on the rows a gradient touches (Partial FC's sampled centres): their decay,
+            momentum and move, the other rows and their momentum untouched ("lazy", as arcface_torch
+            updates only the sampled centres). Rows named twice have their gradients summed."""
+            import tensorflow as tf
+
+            rows, where = tf.unique(gradient.indices)
+            g = tf.math.unsorted_segment_sum(gradient.values, where, tf.shape(rows)[0])
+            g = tf.cast(g, variable.dtype)
+            lr = tf.cast(learning_rate, variable.dtype)
+            if decays(variable):
+                g = g + 2.0 * tf.cast(self.wd, variable.dtype) * tf.gather(variable, rows)
+            if self.momentum == 0:
+                self.assign_sub(variable, tf.IndexedSlices(lr * g, rows))
+                return
+            mom = self.momentums[self._get_variable_index(variable)]
+            mu = tf.cast(self.momentum, variable.dtype)
+            m = mu * tf.gather(mom, rows) - lr * g
+            self.assign(mom, tf.IndexedSlices(m, rows))
+            self.assign_add(variable, tf.IndexedSlices(mu * m - lr * g if self.nesterov else m, rows))
 
         def finalize_variable_values(self, var_list):
             pass  # Keras would copy the average over the live weights at the end of every fit()
@@ -56,6 +81,13 @@ def make_optimizer(name: str, learning_rate, weight_decay: float, momentum: floa
     if name == "sgd":
         kw.update(momentum=momentum, nesterov=nesterov)
     return WithDecay(**kw)
+
+
+def is_row_sparse(gradient) -> bool:
+    """A gradient that names the rows it touches (``tf.IndexedSlices``, from ``tf.gather``)."""
+    import tensorflow as tf
+
+    return isinstance(gradient, tf.IndexedSlices)
 
 
 def set_weight_decay(optimizer, value: float) -> None:
