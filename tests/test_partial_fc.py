@@ -117,3 +117,31 @@ def test_partial_fc_run_learns_and_resumes_exactly(ds, tmp_path):
     assert res["resumed_from"] and res["global_step"] == full["global_step"] == 16
     d = runs_differ(tmp_path / "full", tmp_path / "cut")
     assert d < 1e-5, d
+
+
+def test_a_checkpoint_with_column_centres_is_refused_in_one_line(tmp_path, monkeypatch):
+    """Checkpoints written before the centres became rows hold them as (dim, classes): resuming one
+    names the cause in one line instead of Keras' multi-line shape error."""
+    from recface_lib.errors import FormatError
+    from recface_lib.models import heads
+    from recface_lib.models.build import build_backbone, build_train_model
+    from recface_lib.train.checkpoint import load_checkpoint, save_checkpoint
+    from recface_lib.train.optim import make_optimizer
+
+    def model():
+        m = build_train_model(build_backbone("MobileFaceNetV2", 32, 16), build_head("ArcFace", 10, 16.0))
+        opt = make_optimizer("sgd", 0.1, 5e-4)
+        opt.build(m.trainable_variables)
+        return m, opt
+
+    def column_build(self, input_shape):  # what recface wrote before: centres as columns
+        self.w = self.add_weight(name="centers", shape=(16, self.num_classes), initializer="glorot_normal")
+    with monkeypatch.context() as mp:
+        mp.setattr(heads.NormDense, "build", column_build)
+        old, opt = model()
+        ck = save_checkpoint(tmp_path / "checkpoints", old, opt, {"global_step": 4})
+    new, opt = model()
+    with pytest.raises(FormatError) as err:
+        load_checkpoint(ck, new, opt)
+    msg = str(err.value)
+    assert "\n" not in msg and "stored as columns" in msg and "model.weights.h5" in msg

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -95,7 +96,13 @@ def load_checkpoint(ckpt: str | os.PathLike, model, optimizer) -> dict:
     try:
         model.load_weights(str(d / "model.weights.h5"))
     except Exception as e:  # h5py/Keras raise many types for a damaged or mismatched file
-        raise FormatError(f"{d / 'model.weights.h5'}: cannot load into {model.name} ({e})") from e
+        msg = " ".join(str(e).split())  # one line
+        m = re.search(r"variable\.shape=\((\d+), (\d+)\), Received: value\.shape=\((\d+), (\d+)\)", msg)
+        if m and m.group(1, 2) == m.group(4, 3) and "head" in msg:
+            msg = ("its class centres are stored as columns (dim x classes), as recface wrote them before "
+                   "2026-11-24; centres are rows now: finish that run with the recface that started it, or start "
+                   "over (resume: false or a new output folder)")
+        raise FormatError(f"{d / 'model.weights.h5'}: cannot load into {model.name} ({msg[:600]})") from e
     with np.load(d / "optimizer.npz", allow_pickle=False) as z:
         names = list(z["names"])
         if len(names) != len(optimizer.variables):
