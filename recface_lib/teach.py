@@ -79,10 +79,9 @@ def choose_images(mode: str, teacher: str, meta: dict) -> str:
         return mode
     if teacher == "dlib_resnet":
         return "original"
-    from .embedders.factory import make_embedder
+    from .embedders.factory import model_contract
 
-    emb = make_embedder(teacher, "auto")
-    return "aligned" if same_alignment(getattr(emb, "contract", None), meta.get("preprocessing")) else "original"
+    return "aligned" if same_alignment(model_contract(teacher), meta.get("preprocessing")) else "original"
 
 
 # -- the stage ----------------------------------------------------------------------------------

@@ -45,6 +45,19 @@ def model_identity(spec: str, weights: str = "final") -> str:
     return ""
 
 
+def model_contract(spec: str) -> dict | None:
+    """A run's or a bundle's preprocessing contract, read from model.json / recface.json without
+    loading the model (None: dlib_resnet, or a model that records none)."""
+    p = Path(spec)
+    if spec != "dlib_resnet" and p.is_file():
+        from ..bundle import open_bundle
+        return open_bundle(p, read=())[0].get("preprocessing")
+    if spec != "dlib_resnet" and p.is_dir():
+        from .model import read_run_spec
+        return read_run_spec(p).get("preprocessing")
+    return None
+
+
 def embed_parallel(spec: str, items: list, workers: int = 1, backend: str = "keras", chunk: int = 32,
                    desc: str = "embed", show_progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
     """``make_embedder(spec).embed_items(items)`` over ``workers`` processes, with a progress bar."""
