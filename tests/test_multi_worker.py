@@ -110,6 +110,7 @@ def test_cluster_roles_and_bad_tf_config(monkeypatch):
     for task, chief in (({"type": "worker", "index": 0}, True), ({"type": "worker", "index": 1}, False)):
         monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
         assert is_multi_worker("auto") and is_chief("auto") is chief
+        assert not is_multi_worker("auto", cpu_replicas=2) and is_chief("auto", cpu_replicas=2)  # one process
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {**cluster, "chief": ["h:0"]},
                                                 "task": {"type": "worker", "index": 0}}))
     assert not is_chief("multi_worker")  # a cluster with a chief task: worker 0 is not it

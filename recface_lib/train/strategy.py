@@ -72,20 +72,30 @@ def tf_config() -> dict:
     return c
 
 
-def is_multi_worker(name: str) -> bool:
-    """Whether strategy ``name`` trains across processes (``auto`` does when TF_CONFIG names a cluster)."""
-    return name == "multi_worker" or (name == "auto" and bool(tf_config()))
-
-
-def is_chief(name: str) -> bool:
-    """Whether this process writes the run's files: always, except in a multi-worker run, where only
-    the chief does (task ``chief``, or worker 0 when the cluster has no chief); the others train in
-    lock-step and write nothing, so they never race the chief for the same files."""
-    if not is_multi_worker(name):
-        return True
+def cluster() -> dict:
+    """``tf_config()``, which a multi-worker run cannot do without."""
     c = tf_config()
     if not c:
         raise ConfigError("strategy multi_worker: TF_CONFIG is not set (each worker needs the cluster and its own task)")
+    return c
+
+
+def is_multi_worker(name: str, cpu_replicas: int = 0) -> bool:
+    """Whether strategy ``name`` trains across processes (``auto`` does when TF_CONFIG names a
+    cluster): the one rule ``make_strategy`` and ``is_chief`` both follow. ``cpu_replicas`` > 1
+    mirrors over logical CPUs in this process whatever the name."""
+    if cpu_replicas and cpu_replicas > 1:
+        return False
+    return name == "multi_worker" or (name == "auto" and bool(tf_config()))
+
+
+def is_chief(name: str, cpu_replicas: int = 0) -> bool:
+    """Whether this process writes the run's files: always, except in a multi-worker run, where only
+    the chief does (task ``chief``, or worker 0 when the cluster has no chief); the others train in
+    lock-step and write nothing, so they never race the chief for the same files."""
+    if not is_multi_worker(name, cpu_replicas):
+        return True
+    c = cluster()
     t = c["task"]
     return t["type"] == "chief" or (t["type"] == "worker" and int(t["index"]) == 0 and "chief" not in c["cluster"])
 
@@ -126,10 +136,10 @@ def make_strategy(name: str = "auto", cpu_replicas: int = 0):
         split_cpu(cpu_replicas)
         return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(cpu_replicas)],
                                               cross_device_ops=tf.distribute.ReductionToOneDevice())
-    if name == "auto":
-        if tf_config():
-            name = "multi_worker"
-        elif os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_NAME"):
+    if is_multi_worker(name):
+        name = "multi_worker"
+    elif name == "auto":
+        if os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_NAME"):
             name = "tpu"
         elif len(tf.config.list_physical_devices("GPU")) > 1:
             name = "mirrored"
@@ -140,7 +150,7 @@ def make_strategy(name: str = "auto", cpu_replicas: int = 0):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        c = tf_config()  # a malformed TF_CONFIG gets our one-line error, not TensorFlow's
+        c = cluster()  # a missing or malformed TF_CONFIG gets our one-line error, not TensorFlow's
         try:
             patient_coordination(c)
             return tf.distribute.MultiWorkerMirroredStrategy()

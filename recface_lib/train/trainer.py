@@ -81,10 +81,11 @@ class TrainRun:
     def __init__(self, cfg: TrainConfig, show_progress: bool = True):
         from ..data.tfrecord import load_metadata
 
-        from .strategy import is_chief
+        from .strategy import is_chief, is_multi_worker
 
         self.cfg = cfg
-        self.chief = is_chief(cfg.strategy)  # in a multi-worker run only the chief writes files
+        self.multi_worker = is_multi_worker(cfg.strategy, cfg.cpu_replicas)
+        self.chief = is_chief(cfg.strategy, cfg.cpu_replicas)  # in a multi-worker run only the chief writes files
         self.show_progress = show_progress and self.chief
         self.out = Path(cfg.output)
         self.meta = load_metadata(cfg.dataset)
@@ -119,7 +120,6 @@ class TrainRun:
 
         cfg = self.cfg
         self.strategy = make_strategy(cfg.strategy, cfg.cpu_replicas)
-        self.multi_worker = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
         self.precision = resolve_precision(cfg.precision)
         keras.config.set_dtype_policy(self.precision)
         keras.utils.set_random_seed(cfg.seed)
@@ -454,7 +454,7 @@ def train(cfg: TrainConfig | dict, show_progress: bool = True) -> dict:
 
     out = Path(cfg.output)
     check_not_input(out, {**cfg.input_paths(), "copy_to": cfg.copy_to}, "train")
-    if is_chief(cfg.strategy):  # a multi-worker run's other workers write nothing
+    if is_chief(cfg.strategy, cfg.cpu_replicas):  # a multi-worker run's other workers write nothing
         if not cfg.resume:
             fresh_start(out, cfg.copy_to)
         out.mkdir(parents=True, exist_ok=True)
