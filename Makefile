@@ -24,8 +24,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m recface_lib.demo
 
+# The suite in two phases (tests/run_suite.py): the parallel phase on every core (pytest-xdist, a
+# worker a core, one compute thread each), then the `serial` tests alone; prints the wall time, the
+# 10 slowest items and one closing line. Budget: 25 minutes in a fresh clone (README "Tests").
+# Arguments for pytest: make test ARGS="tests/test_train.py -k resume"
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python tests/run_suite.py $(ARGS)
 
 # Chromium + ChromeDriver (Debian packages) for the JupyterLab widget test; skipped with a reason
 # by that test where they cannot be installed (no root / no apt).
@@ -37,7 +41,7 @@ browser:
 	    echo "chromium not installed: the browser test will be skipped" )
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python tests/run_suite.py -m "not slow"
 
 # Register the kernel for a JupyterLab outside the venv (~/.local/share/jupyter).
 kernel: $(STAMP)

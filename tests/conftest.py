@@ -13,6 +13,81 @@ os.environ.setdefault("RECFACE_NO_PROGRESS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _share_the_cores() -> int | None:
+    """In a pytest-xdist worker: this worker's share of the cores as every library's thread count
+    (TensorFlow, torch/OpenMP, BLAS, OpenCV), set before any of them is imported and inherited by
+    the CLI subprocesses the tests start, so that the workers do not oversubscribe the machine."""
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not count:
+        return None
+    threads = max(1, (os.cpu_count() or 1) // int(count))
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+                "OPENCV_FOR_THREADS_NUM"):
+        os.environ[var] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = str(max(2, threads))  # collectives need >= 2 (MirroredStrategy)
+    return threads
+
+
+WORKER_THREADS = _share_the_cores()
+
+
+# Session fixtures that build something heavy (a trained model, a teacher pass): the tests that use
+# one run on one xdist worker (README "Tests"), so that it is built once and no worker waits for it.
+HEAVY_SESSION_FIXTURES = ("trained", "distill_data", "distilled", "fold10_pairs", "fold10_aligned")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook renames the items)
+def pytest_collection_modifyitems(config, items):
+    """Give every test an ``xdist_group``: tests joined by a heavy session fixture or by a
+    module-scoped fixture of their file are one group (transitively), so ``--dist loadgroup`` sends
+    each group to one worker and nothing heavy is built twice. Tests marked ``serial`` get none
+    (they run alone after the parallel phase)."""
+    parent: dict = {}
+
+    def find(k):
+        while parent.setdefault(k, k) != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    keys = {}
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        mine = [("item", item.nodeid)]
+        for name in getattr(item, "fixturenames", ()):
+            defs = info.name2fixturedefs.get(name) if info else None
+            if name in HEAVY_SESSION_FIXTURES:
+                mine.append(("session", name))
+            elif defs and defs[-1].scope == "module":
+                mine.append(("module", item.module.__name__, name))
+        keys[item.nodeid] = mine
+        for k in mine[1:]:
+            parent[find(k)] = find(mine[0])
+    members: dict = {}
+    for item in items:
+        members.setdefault(find(keys[item.nodeid][0]), []).append(item)
+    for group in members.values():
+        if len(group) < 2:
+            continue
+        name = "+".join(sorted({i.module.__name__ for i in group}))
+        for item in group:
+            if item.get_closest_marker("serial") is None:
+                item.add_marker(pytest.mark.xdist_group(name))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    """The groups must reach xdist's scheduler (it reads them from the node ids): a pytest that
+    drops them (pytest 9.2 with xdist 3.8, pytest-dev/pytest-xdist#1386) would quietly build every
+    heavy fixture on every worker, so the run stops instead."""
+    if not (os.environ.get("PYTEST_XDIST_WORKER") and session.config.getvalue("dist") == "loadgroup"):
+        return
+    lost = [i.nodeid for i in session.items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    if lost:
+        raise pytest.UsageError(f"xdist_group marks do not reach the loadgroup scheduler ({lost[0]} and "
+                                f"{len(lost) - 1} more): use the pytest pinned in pyproject.toml")
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         msg = f"real photos not found at {path} (set RECFACE_DATA or put shared/data beside the repo)"
@@ -89,24 +164,56 @@ def installed_recface(tmp_path_factory, recface_wheel) -> Path:
     return venv / "bin" / "recface"
 
 
+def shared_once(tmp_path_factory, name: str, make) -> dict:
+    """``make(folder) -> dict`` done once per test run for every xdist worker, under a file lock,
+    in a folder all workers see (the run's temporary root); the others read its result. The dict
+    must be JSON (paths as strings); ``"root"`` is added, the folder. Tests read what is in the folder and copy what they change.
+    A ``make`` that failed leaves no result: the next caller starts it again from an empty folder."""
+    import json
+    import shutil
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / f"shared-{name}"
+    done = root.with_name(root.name + ".json")
+    with FileLock(str(root) + ".lock"):
+        if done.is_file():
+            return json.loads(done.read_text())
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        value = {**make(root), "root": str(root)}
+        tmp = done.with_name(done.name + ".tmp")
+        tmp.write_text(json.dumps(value))
+        tmp.replace(done)
+        return value
+
+
 @pytest.fixture(scope="session")
 def trained(friends_dir, tmp_path_factory):
-    """One tiny model for the export, inference and IJB tests: friends16 aligned with MTCNN at 64 px,
-    built, trained briefly (deterministic), a classifier fitted with it, exported."""
-    root = tmp_path_factory.mktemp("export")
-    run_cli("align", "--input", str(friends_dir / "train"), "--output", str(root / "aligned"), "--size", "64", "--json")
-    run_cli("build", "--input", str(root / "aligned"), "--output", str(root / "ds"), "--shards", "2", "--json")
-    run_cli("train", "--dataset", str(root / "ds"), "--output", str(root / "run"), "--set", "input_size=64",
-            "--set", "batch_size=32", "--set", "steps_per_epoch=10", "--set", "plan=[[6, 0.1], [2, 0.01]]",
-            "--set", "scale=32", "--set", "margin=0.3", "--set", "embd_shape=128", "--set", "tensorboard=false",
-            "--set", "deterministic=true", "--json")
-    clf = last_json(run_cli("classify", "--known", str(friends_dir), "--embedder", str(root / "run"),
-                            "--output", str(root / "clf"), "--no-compare", "--json"))
-    bundle = root / "friends.zip"
-    exp = last_json(run_cli("export", "--run", str(root / "run"), "--output", str(bundle), "--check-images",
-                            str(root / "aligned" / "Andre_Agassi"), "--classifier", str(root / "clf" / "classifier"),
-                            "--json"))
-    return {"root": root, "bundle": bundle, "export": exp, "classify": clf}
+    """The one tiny trained model of the suite (README "Tests"), for every test that needs a model
+    trained here (export, inference, evaluate, IJB, gallery): friends16 aligned with MTCNN at 64 px,
+    built, trained briefly (deterministic), a classifier fitted with it (6 photos per person and
+    split), exported in every format. Built once per test run (``shared_once``); tests read it and
+    copy what they change."""
+    def make(root: Path) -> dict:
+        run_cli("align", "--input", str(friends_dir / "train"), "--output", str(root / "aligned"), "--size", "64",
+                "--json")
+        run_cli("build", "--input", str(root / "aligned"), "--output", str(root / "ds"), "--shards", "2", "--json")
+        run_cli("train", "--dataset", str(root / "ds"), "--output", str(root / "run"), "--set", "input_size=64",
+                "--set", "batch_size=32", "--set", "steps_per_epoch=10", "--set", "plan=[[6, 0.1], [2, 0.01]]",
+                "--set", "scale=32", "--set", "margin=0.3", "--set", "embd_shape=128", "--set", "tensorboard=false",
+                "--set", "deterministic=true", "--json")
+        clf = last_json(run_cli("classify", "--known", str(friends_dir), "--embedder", str(root / "run"),
+                                "--output", str(root / "clf"), "--no-compare", "--limit", "6", "--json"))
+        exp = last_json(run_cli("export", "--run", str(root / "run"), "--output", str(root / "friends.zip"),
+                                "--check-images", str(root / "aligned" / "Andre_Agassi"), "--classifier",
+                                str(root / "clf" / "classifier"), "--json"))
+        return {"export": exp, "classify": clf}
+
+    done = shared_once(tmp_path_factory, "trained", make)
+    root = Path(done["root"])
+    return {"root": root, "bundle": root / "friends.zip", "export": done["export"], "classify": done["classify"]}
 
 
 # -- training helpers shared by test_train, test_train_scale, test_partial_fc, test_distill ---------

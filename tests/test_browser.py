@@ -17,8 +17,9 @@ from conftest import REPO
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
-                                reason="Chromium/ChromeDriver not installed (Debian packages chromium, chromium-driver)")
+pytestmark = [pytest.mark.skipif(not (CHROMIUM and DRIVER),
+                                 reason="Chromium/ChromeDriver not installed (Debian packages chromium, chromium-driver)"),
+              pytest.mark.serial]  # a JupyterLab server, a kernel and a browser under wall-clock limits
 
 
 def _free_port() -> int:

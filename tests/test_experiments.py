@@ -26,6 +26,7 @@ def _sweep_cmd():
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a SIGKILL timed on the sweep's progress, notebook kernels: alone
 def test_sweep_resumes_and_compares(tmp_path, friends_dir):
     env = {**os.environ, "RECFACE_NO_PROGRESS": "1"}
     sweep = tmp_path / "runs" / "tiny" / "sweeps" / "train.head_train.margin"

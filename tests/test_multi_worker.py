@@ -57,6 +57,7 @@ def finish(procs, logs, timeout=300):
     return outs
 
 
+@pytest.mark.serial  # three training processes and kill timing: alone, with the whole machine
 def test_two_workers_train_as_one_process_and_recover(ds, tmp_path):
     from recface_lib.train.checkpoint import find_latest
 

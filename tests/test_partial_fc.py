@@ -103,14 +103,43 @@ def test_sampled_centres_get_a_row_sparse_sgd_step(nesterov):
     assert len(others) > C // 2 and np.array_equal(w.numpy()[others], w0[others].astype(np.float32))
 
 
-def test_partial_fc_run_learns_and_resumes_exactly(ds, tmp_path):
+FIXED_BATCH_STEPS = 10
+
+
+def fixed_batch_losses(ds, out, seed: int, steps: int = FIXED_BATCH_STEPS) -> list[float]:
+    """The trainer's own Partial FC model, optimiser and loss (TrainRun.build), fitted step by step
+    on one fixed batch of real photos from ``ds`` (16 of its 16 people x 20 photos): the loss of
+    every step. Deterministic (seed + op determinism)."""
+    from recface_lib.train.config import TrainConfig
+    from recface_lib.train.trainer import TrainRun
+
+    cfg = TrainConfig.from_dict({"dataset": str(ds), "output": str(out), "input_size": 32, "embd_shape": 32,
+                                 "batch_size": 16, "shuffle_buffer": 64, "tensorboard": False, "steps_per_epoch": steps,
+                                 "deterministic": True, "seed": seed, "sample_rate": 0.25, "plan": [[1, 0.05]]})
+    run = TrainRun(cfg, show_progress=False).build()
+    (x, y), target = next(iter(run.dataset(0)))
+    return [float(run.model.train_on_batch((x, y), target, return_dict=True)["loss"]) for _ in range(steps)]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_partial_fc_learns_a_fixed_batch_of_real_photos(ds, tmp_path, seed):
+    """Learning that cannot depend on luck: on one fixed batch the Partial FC loss falls (the batch's
+    own centres are always sampled, so the batch can be fitted whatever negatives are drawn).
+    Measured over seeds 0-9 (README "Tests"): the 10th step's loss is 0.10-0.28 of the first's
+    (45-52 -> 5-13); the test requires below 0.5."""
+    losses = fixed_batch_losses(ds, tmp_path / "run", seed)
+    assert all(np.isfinite(losses))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_partial_fc_run_trains_and_resumes_exactly(ds, tmp_path):
     from test_train_scale import _train
 
     kw = {"sample_rate": 0.25, "plan": [[2, 0.05, False, 1], [2, 0.01]]}
     full = _train(ds, tmp_path / "full", **kw)
     import csv
     rows = list(csv.DictReader(open(tmp_path / "full" / "history.csv")))
-    assert float(rows[-1]["accuracy"]) > float(rows[0]["accuracy"])  # training accuracy rises
+    assert len(rows) == 4 and all(np.isfinite(float(r["loss"])) for r in rows)
     with killed_after_checkpoint(10):
         _train(ds, tmp_path / "cut", **kw)
     res = _train(ds, tmp_path / "cut", **kw)
