@@ -353,7 +353,11 @@ class TrainRun:
                     self.model.head_weight.assign(hw[si])
                 if self.backbone.trainable == st.freeze_backbone:
                     self.backbone.trainable = not st.freeze_backbone
-                self.model.train_function = None  # retrace: weight-decay set or trainable flags may differ
+                    # retrace: the trainable variables differ. Nothing else a stage changes is in
+                    # the graph (weight decay, loss weights and the plan's rate are variables or
+                    # in-graph), so the other stages reuse the traced step (tracing is most of a
+                    # short segment's time on a CPU)
+                    self.model.train_function = None
                 L = self.plan.seg_len[si]
                 if done:  # finish the interrupted segment first
                     steps, epochs = L - done, 1
