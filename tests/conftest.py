@@ -13,22 +13,21 @@ os.environ.setdefault("RECFACE_NO_PROGRESS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _share_the_cores() -> int | None:
+def _share_the_cores() -> None:
     """In a pytest-xdist worker: this worker's share of the cores as every library's thread count
     (TensorFlow, torch/OpenMP, BLAS, OpenCV), set before any of them is imported and inherited by
     the CLI subprocesses the tests start, so that the workers do not oversubscribe the machine."""
     count = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if not count:
-        return None
+        return
     threads = max(1, (os.cpu_count() or 1) // int(count))
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
                 "OPENCV_FOR_THREADS_NUM"):
         os.environ[var] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = str(max(2, threads))  # collectives need >= 2 (MirroredStrategy)
-    return threads
 
 
-WORKER_THREADS = _share_the_cores()
+_share_the_cores()
 
 
 # Session fixtures that build something heavy (a trained model, a teacher pass): the tests that use
@@ -50,22 +49,17 @@ def pytest_collection_modifyitems(config, items):
             k = parent[k]
         return k
 
-    keys = {}
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
-        mine = [("item", item.nodeid)]
         for name in getattr(item, "fixturenames", ()):
             defs = info.name2fixturedefs.get(name) if info else None
             if name in HEAVY_SESSION_FIXTURES:
-                mine.append(("session", name))
+                parent[find(("session", name))] = find(("item", item.nodeid))
             elif defs and defs[-1].scope == "module":
-                mine.append(("module", item.module.__name__, name))
-        keys[item.nodeid] = mine
-        for k in mine[1:]:
-            parent[find(k)] = find(mine[0])
+                parent[find(("module", item.module.__name__, name))] = find(("item", item.nodeid))
     members: dict = {}
     for item in items:
-        members.setdefault(find(keys[item.nodeid][0]), []).append(item)
+        members.setdefault(find(("item", item.nodeid)), []).append(item)
     for group in members.values():
         if len(group) < 2:
             continue
@@ -167,12 +161,14 @@ def installed_recface(tmp_path_factory, recface_wheel) -> Path:
 def shared_once(tmp_path_factory, name: str, make) -> dict:
     """``make(folder) -> dict`` done once per test run for every xdist worker, under a file lock,
     in a folder all workers see (the run's temporary root); the others read its result. The dict
-    must be JSON (paths as strings); ``"root"`` is added, the folder. Tests read what is in the folder and copy what they change.
-    A ``make`` that failed leaves no result: the next caller starts it again from an empty folder."""
+    must be JSON (paths as strings); ``"root"`` is added, the folder. Tests read what is in the
+    folder and copy what they change. A ``make`` that failed leaves no result: the next caller starts it again from an empty folder."""
     import json
     import shutil
 
     from filelock import FileLock
+
+    from recface_lib.io_utils import atomic_write_json
 
     base = tmp_path_factory.getbasetemp()
     root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / f"shared-{name}"
@@ -183,9 +179,7 @@ def shared_once(tmp_path_factory, name: str, make) -> dict:
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         value = {**make(root), "root": str(root)}
-        tmp = done.with_name(done.name + ".tmp")
-        tmp.write_text(json.dumps(value))
-        tmp.replace(done)
+        atomic_write_json(done, value)
         return value
 
 
