@@ -106,15 +106,56 @@ def orl_dir() -> Path:
     return _need(DATA / "orl_faces")
 
 
-def run_cli(*args: str, check: bool = True, cwd=None) -> subprocess.CompletedProcess:
-    """Run the installed ``recface`` entry point in a subprocess (as a user would)."""
-    exe = Path(sys.executable).with_name("recface")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "recface_lib.cli"]
-    proc = subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "RECFACE_NO_PROGRESS": "1"})
+def run_cli(*args: str, check: bool = True, cwd=None, subprocess_: bool = False) -> subprocess.CompletedProcess:
+    """Run ``recface ARGS`` and return its exit status, stdout and stderr.
+
+    By default in this process, through ``cli.main`` exactly as the entry point calls it (the same
+    parser, stage runner, error contract and JSON line), with stdout and stderr captured: a new
+    process would spend most of its time importing TensorFlow again (11 s of CPU each, for 60-odd
+    calls). ``subprocess_=True`` (or RECFACE_TEST_SUBPROCESS=1 for every call) starts the installed
+    entry point instead; the tests of the entry point itself (test_cli_and_imports, test_install,
+    test_notebooks) always do."""
+    if subprocess_ or os.environ.get("RECFACE_TEST_SUBPROCESS") == "1":
+        exe = Path(sys.executable).with_name("recface")
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "recface_lib.cli"]
+        proc = subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=cwd,
+                              env={**os.environ, "RECFACE_NO_PROGRESS": "1"})
+    else:
+        proc = _run_cli_here(list(args), cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"recface {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def _run_cli_here(argv: list[str], cwd) -> subprocess.CompletedProcess:
+    """``recface ARGV`` through ``cli.main`` in this process, as the console script runs it: an
+    uncaught exception is exit status 1 with its traceback on stderr, SystemExit its code."""
+    import io
+    import traceback
+
+    from recface_lib import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    old_cwd, old_env = os.getcwd(), os.environ.get("RECFACE_NO_PROGRESS")
+    os.environ["RECFACE_NO_PROGRESS"] = "1"
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(argv)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except Exception:  # noqa: BLE001 - what the console script would do: traceback, status 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(old_cwd)
+        if old_env is None:
+            os.environ.pop("RECFACE_NO_PROGRESS", None)
+        else:
+            os.environ["RECFACE_NO_PROGRESS"] = old_env
+    return subprocess.CompletedProcess(["recface", *argv], code, out.getvalue(), err.getvalue())
 
 
 def last_json(proc: subprocess.CompletedProcess) -> dict:

@@ -15,7 +15,7 @@ def _verbs():
 
 
 def test_help_for_every_verb():
-    top = run_cli("--help").stdout
+    top = run_cli("--help", subprocess_=True).stdout  # the installed entry point
     verbs = _verbs()
     assert {"convert", "align", "build", "train", "evaluate", "verify", "classify", "export", "identify",
             "pipeline"} <= set(verbs)
@@ -26,7 +26,7 @@ def test_help_for_every_verb():
 
 
 def test_unknown_verb_fails_cleanly():
-    proc = run_cli("nonsense", check=False)
+    proc = run_cli("nonsense", check=False, subprocess_=True)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
 
 

@@ -174,7 +174,7 @@ def test_unlabelled_folder_trains_only_by_distillation(distill_data, distilled, 
     from recface_lib.embedders.factory import model_contract
     from recface_lib.embedders.model import load_run
     assert model_contract(distilled["scratch"]["output"]) == load_run(distilled["scratch"]["output"]).contract
-    common = {"dataset": str(tmp_path / "tfr"), "steps_per_epoch": 3, "plan": [[1, 0.002]]}
+    common = {"dataset": str(tmp_path / "tfr"), "steps_per_epoch": 3, "plan": [[1, 0.002]], "backbone": "TestMobileFaceNet"}
     with pytest.raises(ConfigError, match="trains only by distillation"):
         _train(distill_data, tmp_path / "a", **common)
     with pytest.raises(ConfigError, match="head_weight must be 0"):
@@ -191,6 +191,7 @@ def test_plan_stage_loss_weights_and_resume(distill_data, tmp_path):
     """A stage may switch the margin head on (head_weight); a killed run resumes to the same weights."""
     root = distill_data["root"]
     kw = {"teacher": str(root / "teacher"), "steps_per_epoch": 4, "deterministic": True, "checkpoint_every": 2,
+          "backbone": "TestMobileFaceNet",
           "plan": [[1, 0.002], {"epochs": 1, "lr": 0.001, "head_weight": 0.5}]}
     full = _train(distill_data, tmp_path / "full", **kw)
     assert full["global_step"] == 8 and full["accuracy"] is not None

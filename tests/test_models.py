@@ -6,7 +6,8 @@ from conftest import last_json, run_cli
 
 # all weights incl. batch-norm statistics, at 112x112 input and 512-d embedding
 PINNED = {"MobileFaceNetV2": 1220864, "MobileFaceNet": 1220864, "ResNet34": 34164672, "ResNet34R": 11767776,
-          "ResNet50": 43628480, "ResNet101": 65225280, "MobileNetV2": 12750912, "Seesaw_shuffleFaceNet": 1727232}
+          "ResNet50": 43628480, "ResNet101": 65225280, "MobileNetV2": 12750912, "Seesaw_shuffleFaceNet": 1727232,
+          "TestMobileFaceNet": 61824}
 
 
 def test_models_json_pins_parameter_counts():

@@ -62,7 +62,7 @@ def test_two_workers_train_as_one_process_and_recover(ds, tmp_path):
     from recface_lib.train.checkpoint import find_latest
 
     cfg = {"dataset": str(ds), "input_size": 32, "embd_shape": 32, "batch_size": 8, "shuffle_buffer": 64,
-           "tensorboard": False, "steps_per_epoch": 3, "deterministic": True, "checkpoint_every": 2,
+           "backbone": "TestMobileFaceNet", "tensorboard": False, "steps_per_epoch": 3, "deterministic": True, "checkpoint_every": 2,
            "plan": [[1, 0.01], [1, 0.005]]}
     # the reference: one process, the same global batch over two replicas (logical CPUs)
     ref = subprocess.run([sys.executable, str(JOB), json.dumps({**cfg, "output": str(tmp_path / "one"), "cpu_replicas": 2})],

@@ -330,7 +330,7 @@ def _train_cfg(ds, out, **kw):
     from recface_lib.train.config import TrainConfig
 
     return TrainConfig.from_dict({"dataset": str(ds), "output": str(out), "input_size": 32, "embd_shape": 16,
-                                  "batch_size": 8, "steps_per_epoch": 4, "plan": [[2, 0.01]], "checkpoint_every": 2,
+                                  "backbone": "TestMobileFaceNet", "batch_size": 8, "steps_per_epoch": 4, "plan": [[2, 0.01]], "checkpoint_every": 2,
                                   "tensorboard": False, "deterministic": True, "shuffle_buffer": 8, **kw})
 
 

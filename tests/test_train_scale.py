@@ -60,7 +60,7 @@ def _train(ds, out, **kw):
     from recface_lib.train.trainer import train
 
     cfg = {"dataset": str(ds), "output": str(out), "input_size": 32, "embd_shape": 32, "batch_size": 8,
-           "shuffle_buffer": 64, "tensorboard": False, "steps_per_epoch": 4, "deterministic": True,
+           "backbone": "TestMobileFaceNet", "shuffle_buffer": 64, "tensorboard": False, "steps_per_epoch": 4, "deterministic": True,
            "checkpoint_every": 2, "plan": [[1, 0.05], [1, 0.01]], **kw}
     return train(cfg, show_progress=False)
 
