@@ -90,22 +90,25 @@ class PairParity:
         from .data.verification_bin import read_bin
         from .embedders.model import preprocess
         from .io_utils import load_item
+        from .protocol.pair_sets import distinct_items
 
         p = Path(path)
         if p.suffix != ".bin" or not p.is_file():
             raise ConfigError(f"pair_set: {p} is not a .bin pair set")
         ps = read_bin(p)
-        crops = embedder.prepare_many([load_item(b, f"{p} image {i}") for i, b in enumerate(ps.images)])
+        images, self.index = distinct_items(ps.images)  # each distinct image aligned and run once
+        crops = embedder.prepare_many([load_item(b, f"{p} image {i}") for i, b in enumerate(images)])
         self.x = preprocess(crops, embedder.size, embedder.normalization)
         self.xf = np.ascontiguousarray(self.x[:, :, ::-1])
         self.issame, self.path = ps.issame, str(p)
 
     def embed(self, runner, batch: int = 64) -> np.ndarray:
+        """Per image of the set (pair i = rows 2i, 2i+1): the flip-summed embedding."""
         from .protocol.verification import flip_sum, l2_normalize
 
         def run(x):
             return np.concatenate([runner(x[i:i + batch]) for i in range(0, len(x), batch)])
-        return flip_sum(l2_normalize(run(self.x)), l2_normalize(run(self.xf)))
+        return flip_sum(l2_normalize(run(self.x)), l2_normalize(run(self.xf)))[self.index]
 
     def score(self, emb: np.ndarray) -> dict:
         from .protocol.verification import evaluate_embeddings

@@ -64,7 +64,8 @@ def test_identify_friends_on_unseen_photos(trained, lfw_dir, friends_dir):
         extra = sorted((lfw_dir / "lfw-deepfunneled" / name).glob("*.jpg"))[30:31]
         photos += [(name, p) for p in extra]
     assert len(photos) >= 8
-    out = last_json(run_cli("identify", "--bundle", str(trained["bundle"]), *[str(p) for _, p in photos], "--json"))
+    out = last_json(run_cli("identify", "--bundle", str(trained["bundle"]), *[str(p) for _, p in photos], "--json",
+                            subprocess_=True))  # a fresh process: does identify import TensorFlow?
     assert out["tensorflow_imported"] is False
     hits = 0
     for name, p in photos:

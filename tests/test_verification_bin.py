@@ -211,3 +211,40 @@ def test_written_files_honour_the_umask(tmp_path):
         assert stat.S_IMODE(q.stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def test_a_pair_set_embeds_each_distinct_image_once_and_scores_the_same(tmp_path):
+    """LFW's .bin stores an image once per pair it is in: scoring embeds each distinct image once
+    (bytes- or array-equal), with the same result as embedding every stored copy."""
+    from recface_lib.protocol.pair_sets import load_pair_source, score_pair_set
+    from recface_lib.protocol.verification import evaluate_embeddings, flip_sum
+
+    rng = np.random.default_rng(3)
+    base = _imgs(30, seed=5)
+    refs = rng.integers(0, 30, 80)  # 40 pairs over 30 images: copies within and across pairs
+    issame = [bool(refs[2 * i] % 3 == refs[2 * i + 1] % 3) for i in range(40)]
+    write_bin(tmp_path / "dup.bin", [base[k] for k in refs], issame)
+
+    def vec(item):  # a fixed "embedding" per image content (and another for its mirror)
+        a = decode_image(item).astype(np.float64)
+        return np.array([a.mean(), a[..., 0].mean(), a[..., 1].std(), (a[:8] - a[8:]).mean()]) + 1e-3
+
+    calls = []
+
+    def embed(items):
+        calls.append(len(items))
+        e = np.stack([vec(i) for i in items])
+        return e, e[:, ::-1].copy(), {}
+    src = load_pair_source(tmp_path / "dup.bin")
+    assert len(src.items) == len(set(refs.tolist())) < 80 and calls == []
+    got, _ = score_pair_set(src, embed, flips=(False, True))
+    assert calls == [len(set(refs.tolist()))]
+    every = np.stack([vec(base[k]) for k in refs])  # the plain loop over every stored copy
+    for fl, emb in ((False, every), (True, flip_sum(every, every[:, ::-1].copy()))):
+        ref = evaluate_embeddings(emb[0::2], emb[1::2], issame)
+        assert got[fl].accuracy == ref.accuracy and got[fl].auc == pytest.approx(ref.auc, abs=1e-12)
+    # arrays (bcolz sets) are compared by content too
+    from recface_lib.protocol.pair_sets import distinct_items
+    arrs = [decode_image(base[k]) for k in refs[:10]]
+    items, index = distinct_items(arrs)
+    assert len(items) == len(set(refs[:10].tolist())) and all((items[index[i]] == arrs[i]).all() for i in range(10))
