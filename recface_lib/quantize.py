@@ -96,8 +96,8 @@ class PairParity:
         if p.suffix != ".bin" or not p.is_file():
             raise ConfigError(f"pair_set: {p} is not a .bin pair set")
         ps = read_bin(p)
-        images, self.index = distinct_items(ps.images)  # each distinct image aligned and run once
-        crops = embedder.prepare_many([load_item(b, f"{p} image {i}") for i, b in enumerate(images)])
+        images, self.index, first = distinct_items(ps.images)  # each distinct image aligned and run once
+        crops = embedder.prepare_many([load_item(b, f"{p} image {i}") for i, b in zip(first, images)])
         self.x = preprocess(crops, embedder.size, embedder.normalization)
         self.xf = np.ascontiguousarray(self.x[:, :, ::-1])
         self.issame, self.path = ps.issame, str(p)

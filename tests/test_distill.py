@@ -91,7 +91,7 @@ def fold10_aligned(distilled, fold10_pairs):
     from recface_lib.protocol.pair_sets import distinct_items
 
     ps = read_bin(fold10_pairs)
-    images, index = distinct_items(ps.images)  # 785 distinct of 1,200
+    images, index, _ = distinct_items(ps.images)  # 785 distinct of 1,200
     crops = load_run(distilled["student"]["output"]).prepare_many([load_item(b) for b in images])
     png = [cv2.imencode(".png", np.ascontiguousarray(c[:, :, ::-1]))[1].tobytes() for c in crops]
     path = Path(fold10_pairs).with_name("fold10_aligned.bin")
@@ -145,7 +145,7 @@ def test_distilled_student_beats_from_scratch_on_unseen_people(distilled, fold10
     from recface_lib.protocol.pair_sets import distinct_items
 
     ps = read_bin(fold10_aligned)
-    images, index = distinct_items(ps.images)
+    images, index, _ = distinct_items(ps.images)
     crops = [load_item(b) for b in images]
     acc = {}
     for name, run in (("student", s["output"]), ("scratch", f["output"])):

@@ -246,5 +246,11 @@ def test_a_pair_set_embeds_each_distinct_image_once_and_scores_the_same(tmp_path
     # arrays (bcolz sets) are compared by content too
     from recface_lib.protocol.pair_sets import distinct_items
     arrs = [decode_image(base[k]) for k in refs[:10]]
-    items, index = distinct_items(arrs)
+    items, index, first = distinct_items(arrs)
     assert len(items) == len(set(refs[:10].tolist())) and all((items[index[i]] == arrs[i]).all() for i in range(10))
+    assert all(index[f] == j and not (index[:f] == j).any() for j, f in enumerate(first))  # each one's first copy
+    # an undecodable image is named by its number in the file, not among the distinct ones
+    write_bin(tmp_path / "bad.bin", [base[0], base[1], base[0], b"not an image"], [True, False])
+    from recface_lib.train.callbacks import PairSetValidator
+    with pytest.raises(Exception, match=r"bad\.bin image 3"):
+        PairSetValidator(str(tmp_path / "bad.bin"), 16)

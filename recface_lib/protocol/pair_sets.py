@@ -26,17 +26,19 @@ class PairSource:
     index1: np.ndarray
     index2: np.ndarray
     issame: np.ndarray
+    stored: np.ndarray | None = None  # .bin/bcolz: each item's image number in the file (for messages)
 
 
-def distinct_items(items) -> tuple[list, np.ndarray]:
+def distinct_items(items) -> tuple[list, np.ndarray, np.ndarray]:
     """The distinct images among ``items`` (encoded bytes or arrays, equal when their content is)
-    in first-seen order, and for each item the index of its copy: a .bin stores an image once per
+    in first-seen order, for each item the index of its copy, and for each distinct image the
+    position of its first copy in ``items`` (what an error message names): a .bin stores an image once per
     pair it is in (LFW's 12,000 images are 7,701 distinct, fold 10's 1,200 are 785), and an image
     embeds the same every time, so each is aligned and embedded once."""
     import hashlib
 
     seen: dict = {}
-    out, index = [], np.empty(len(items), np.int64)
+    out, first, index = [], [], np.empty(len(items), np.int64)
     for i, it in enumerate(items):
         if isinstance(it, np.ndarray):
             key = (it.shape, it.dtype.str, hashlib.sha1(np.ascontiguousarray(it).tobytes()).digest())
@@ -47,8 +49,9 @@ def distinct_items(items) -> tuple[list, np.ndarray]:
         j = seen.setdefault(key, len(out))
         if j == len(out):
             out.append(it)
+            first.append(i)
         index[i] = j
-    return out, index
+    return out, index, np.asarray(first, np.int64)
 
 
 def consecutive_pairs(name: str, images, issame, wanted: set | None) -> PairSource:
@@ -57,8 +60,9 @@ def consecutive_pairs(name: str, images, issame, wanted: set | None) -> PairSour
     n = len(issame)
     keep = np.arange(n) if wanted is None else np.concatenate(
         [idx for f, idx in enumerate(fold_indices(n, 10), start=1) if f in wanted])
-    items, index = distinct_items([images[j] for i in keep for j in (2 * i, 2 * i + 1)])
-    return PairSource(name, items, index[0::2], index[1::2], np.asarray(issame, bool)[keep])
+    stored = np.array([j for i in keep for j in (2 * i, 2 * i + 1)], np.int64)
+    items, index, first = distinct_items([images[j] for j in stored])
+    return PairSource(name, items, index[0::2], index[1::2], np.asarray(issame, bool)[keep], stored[first])
 
 
 def expand_pair_sets(paths: list) -> list[str]:

@@ -23,11 +23,11 @@ class PairSetValidator:
         src = load_pair_source(path)
         images = []
         for i, item in enumerate(src.items):  # decoded and resized once, not at every validation
-            im = load_item(item, f"{path} image {i}")
+            im = load_item(item, f"{path} image {i if src.stored is None else src.stored[i]}")
             if im.shape[:2] != (input_size, input_size):
                 im = cv2.resize(im, (input_size, input_size), interpolation=cv2.INTER_AREA)
             images.append(im)
-        self.src = PairSource(src.name, images, src.index1, src.index2, src.issame)
+        self.src = PairSource(src.name, images, src.index1, src.index2, src.issame, src.stored)
         self.name, self.flip = src.name, flip
 
     def __call__(self, embedder):
