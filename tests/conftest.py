@@ -228,15 +228,17 @@ def shared_once(tmp_path_factory, name: str, make) -> dict:
 def trained(friends_dir, tmp_path_factory):
     """The one tiny trained model of the suite (README "Tests"), for every test that needs a model
     trained here (export, inference, evaluate, IJB, gallery): friends16 aligned with MTCNN at 64 px,
-    built, trained briefly (deterministic), a classifier fitted with it (6 photos per person and
-    split), exported in every format. Built once per test run (``shared_once``); tests read it and
+    built, TestMobileFaceNet (MobileFaceNetV2's layer kinds at 62K parameters: every export format
+    converts the same operations) trained 160 steps (deterministic), a classifier fitted with it
+    (6 photos per person and split), exported in every format. Built once per test run (``shared_once``); tests read it and
     copy what they change."""
     def make(root: Path) -> dict:
         run_cli("align", "--input", str(friends_dir / "train"), "--output", str(root / "aligned"), "--size", "64",
                 "--json")
         run_cli("build", "--input", str(root / "aligned"), "--output", str(root / "ds"), "--shards", "2", "--json")
         run_cli("train", "--dataset", str(root / "ds"), "--output", str(root / "run"), "--set", "input_size=64",
-                "--set", "batch_size=32", "--set", "steps_per_epoch=10", "--set", "plan=[[6, 0.1], [2, 0.01]]",
+                "--set", "batch_size=32", "--set", "steps_per_epoch=10", "--set", "plan=[[12, 0.1], [4, 0.01]]",
+                "--set", "backbone=TestMobileFaceNet",
                 "--set", "scale=32", "--set", "margin=0.3", "--set", "embd_shape=128", "--set", "tensorboard=false",
                 "--set", "deterministic=true", "--json")
         clf = last_json(run_cli("classify", "--known", str(friends_dir), "--embedder", str(root / "run"),

@@ -25,8 +25,7 @@ def _sweep_cmd():
             "--to", "evaluate", "--json"]
 
 
-@pytest.mark.slow
-@pytest.mark.serial  # a SIGKILL timed on the sweep's progress, notebook kernels: alone
+@pytest.mark.slow  # the kill waits for the sweep's own record of a finished variant: no timing to share the machine with
 def test_sweep_resumes_and_compares(tmp_path, friends_dir):
     env = {**os.environ, "RECFACE_NO_PROGRESS": "1"}
     sweep = tmp_path / "runs" / "tiny" / "sweeps" / "train.head_train.margin"

@@ -29,7 +29,7 @@ def test_bundle_contents_and_format_checks(trained):
     assert {k: v for k, v in c.items() if k not in ("input_size", "normalization")} == aligned
     assert (c["detector"], c["method"], c["size"], c["input_size"], c["normalization"]) == ("mtcnn", "landmarks", 64, 64, "-1:1")
     assert c["template"][0] == pytest.approx([38.2946 * 64 / 112, 51.6963 * 64 / 112], abs=1e-3)
-    assert meta["embd_shape"] == 128 and meta["backbone"] == "MobileFaceNetV2"
+    assert meta["embd_shape"] == 128 and meta["backbone"] == "TestMobileFaceNet"
     assert meta["formats"]["onnx"]["checked_min_cosine"] >= 0.9999
     assert len(meta["classifier"]["names"]) == 16 and meta["classifier"]["kind"] == trained["classify"]["classifier"]
 
@@ -61,9 +61,9 @@ def test_identify_friends_on_unseen_photos(trained, lfw_dir, friends_dir):
     people = sorted(p.name for p in (friends_dir / "train").iterdir())
     photos = []
     for name in people:  # images 0031+ are in neither train (0001-0020) nor test (0021-0030)
-        extra = sorted((lfw_dir / "lfw-deepfunneled" / name).glob("*.jpg"))[30:31]
+        extra = sorted((lfw_dir / "lfw-deepfunneled" / name).glob("*.jpg"))[30:34]
         photos += [(name, p) for p in extra]
-    assert len(photos) >= 8
+    assert len(photos) >= 40  # 41: up to 4 per friend
     out = last_json(run_cli("identify", "--bundle", str(trained["bundle"]), *[str(p) for _, p in photos], "--json",
                             subprocess_=True))  # a fresh process: does identify import TensorFlow?
     assert out["tensorflow_imported"] is False
@@ -74,7 +74,9 @@ def test_identify_friends_on_unseen_photos(trained, lfw_dir, friends_dir):
         best = max(faces, key=lambda f: f["detection_score"])
         hits += best["candidate"] == name
         assert best["name"] in (None, best["candidate"])
-    # a 64-px model trained for 80 steps on 320 photos: most friends are named correctly (chance: 1/16)
+    # a 64-px 62K-parameter model trained for 160 steps on 320 photos: most friends are named correctly
+    # (chance: 1/16). Measured 29/41 (0.71) here; the 1.2M-parameter MobileFaceNetV2 at 80 steps, which
+    # this fixture trained before, named 24/41 (0.59) and 11 of the first 14.
     assert hits / len(photos) >= 0.5, f"{hits}/{len(photos)} named correctly"
     print(f"identify: {hits}/{len(photos)} unseen photos named correctly (closed set)")
 
