@@ -32,7 +32,7 @@ _share_the_cores()
 
 # Session fixtures that build something heavy (a trained model, a teacher pass): the tests that use
 # one run on one xdist worker (README "Tests"), so that it is built once and no worker waits for it.
-HEAVY_SESSION_FIXTURES = ("trained", "distill_data", "distilled", "fold10_pairs", "fold10_aligned")
+HEAVY_SESSION_FIXTURES = ("trained", "distill_data", "distilled", "fold10_aligned")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook renames the items)
@@ -251,6 +251,42 @@ def trained(friends_dir, tmp_path_factory):
     done = shared_once(tmp_path_factory, "trained", make)
     root = Path(done["root"])
     return {"root": root, "bundle": root / "friends.zip", "export": done["export"], "classify": done["classify"]}
+
+
+@pytest.fixture(scope="session")
+def fold10(lfw_dir, tmp_path_factory):
+    """LFW fold 10, all 600 pairs (300 same, 300 different), as a .bin of the original photos, and
+    each of its 785 distinct images aligned once by the align stage's MTCNN at 48 px (landmarks on
+    the ArcFace template; the whole image where no face is found), as a .bin of PNG crops with every
+    image's status. test_align reads the detection rate, the distillation tests score their 48-px
+    models on the crops. Built once per test run for all workers (``shared_once``)."""
+    def make(root: Path) -> dict:
+        import cv2
+        import numpy as np
+
+        from recface_lib.align.config import AlignConfig
+        from recface_lib.align.pipeline import Aligner
+        from recface_lib.data.lfw_pairs import read_pairs
+        from recface_lib.data.verification_bin import write_bin
+        from recface_lib.io_utils import load_item
+        from recface_lib.protocol.pair_sets import distinct_items
+
+        qs = [q for q in read_pairs(lfw_dir / "pairs.txt", lfw_dir / "lfw-deepfunneled") if q.fold == 10]
+        stored = [Path(p).read_bytes() for q in qs for p in (q.path1, q.path2)]
+        write_bin(root / "fold10.bin", stored, [q.same for q in qs])
+        images, index, _ = distinct_items(stored)
+        cfg = AlignConfig(size=48, on_failure="keep")
+        aligner = Aligner(**cfg.to_dict())
+        crops, status = [], []
+        for s in range(0, len(images), 16):  # MTCNN batches same-size images
+            for crop, how, _ in aligner.align_images([load_item(b) for b in images[s:s + 16]]):
+                crops.append(cv2.imencode(".png", np.ascontiguousarray(crop[:, :, ::-1]))[1].tobytes())
+                status.append(how)
+        write_bin(root / "fold10_aligned.bin", [crops[i] for i in index], [q.same for q in qs])
+        return {"bin": str(root / "fold10.bin"), "aligned": str(root / "fold10_aligned.bin"),
+                "contract": cfg.contract(), "status": status}
+
+    return shared_once(tmp_path_factory, "fold10", make)
 
 
 # -- training helpers shared by test_train, test_train_scale, test_partial_fc, test_distill ---------

@@ -6,7 +6,9 @@
 2. the ``serial`` tests (several processes of their own, kill timing, wall-clock bounds) alone, with
    the whole machine.
 
-Then the suite's wall time, the slowest items (set-up included) and one closing line
+Each phase prints its wall time and how many cores it kept busy (the CPU seconds of the processes
+it started over its wall time: below the core count, some core sat idle). Then the suite's wall
+time, the slowest items (set-up included) and one closing line
 ``suite: N passed, N failed, N skipped``. Extra arguments go to both pytest runs (e.g. a file or
 ``-k``). RECFACE_TEST_WORKERS overrides the number of workers (default: the cores, at most 4).
 Exit status: non-zero when either phase fails."""
@@ -29,6 +31,14 @@ def _workers() -> int:
     if env:
         return max(1, int(env))
     return max(1, min(4, os.cpu_count() or 1))
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of every finished child process (pytest and what it started)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def _cases(xml: Path) -> list[tuple[str, float, str]]:
@@ -72,9 +82,11 @@ def main(argv: list[str]) -> int:
     for name, opts in phases:
         xml = tmp / f"{name}.xml"
         print(f"== phase {name}: {' '.join(opts)}", flush=True)
-        start = time.monotonic()
+        start, cpu = time.monotonic(), _children_cpu()
         codes[name] = subprocess.call(base + opts + [f"--junitxml={xml}"] + argv, cwd=REPO)
-        print(f"== phase {name}: exit {codes[name]} in {time.monotonic() - start:.0f} s", flush=True)
+        secs, used = time.monotonic() - start, _children_cpu() - cpu
+        print(f"== phase {name}: exit {codes[name]} in {secs:.0f} s, {used:.0f} CPU s "
+              f"({used / max(secs, 1e-9):.2f} of {os.cpu_count()} cores busy)", flush=True)
         cases += _cases(xml)
     wall = time.monotonic() - t0
     counts = {k: sum(1 for c in cases if c[2] == k) for k in ("passed", "failed", "skipped")}

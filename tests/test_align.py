@@ -176,16 +176,13 @@ def test_dlib5_mapping_agrees_with_dlib68(lfw_dir):
     assert len(devs) >= 25 and np.mean(devs) < 3.0, f"mean deviation {np.mean(devs):.2f} px"
 
 
-def test_mtcnn_finds_faces_on_one_lfw_fold(lfw_dir):
-    """>= 99.5% of fold 10's distinct images get a face (all 7,701: benchmarks/align.py --detect-rate)."""
-    pairs = [p for p in read_pairs(lfw_dir / "pairs.txt", lfw_dir / "lfw-deepfunneled") if p.fold == 10]
-    paths = sorted({q for p in pairs for q in (p.path1, p.path2)})
-    det = make_detector("mtcnn")
-    found = 0
-    for i in range(0, len(paths), 16):
-        imgs = [read_image(p) for p in paths[i:i + 16]]
-        found += sum(select_face(d, im.shape) is not None for d, im in zip(det.detect_batch(imgs), imgs))
-    assert found / len(paths) >= 0.995, f"{found}/{len(paths)}"
+def test_mtcnn_finds_faces_on_one_lfw_fold(fold10):
+    """>= 99.5% of fold 10's distinct images get a face from the align stage's MTCNN at its defaults
+    (all 7,701: benchmarks/align.py --detect-rate); the suite aligns them once (conftest.fold10)."""
+    status = fold10["status"]
+    assert len(status) == 785 and set(status) <= {"detected", "kept"}
+    found = status.count("detected")
+    assert found / len(status) >= 0.995, f"{found}/{len(status)}"
 
 
 def test_undecodable_image_policies(lfw_dir, tmp_path):

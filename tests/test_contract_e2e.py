@@ -48,7 +48,7 @@ def test_production_aligns_and_embeds_exactly_as_training(case, photos, tmp_path
     b = last_json(run_cli("build", "--input", str(aligned), "--output", str(ds), "--shards", "1", "--json"))
     assert b["num_classes"] == 4 and f"at {size} px" in b["preprocessing"]
     last_json(run_cli("train", "--dataset", str(ds), "--output", str(run), "--input-size", str(size),
-                      "--embd-shape", "32", "--batch-size", "8", "--steps-per-epoch", "3", "--plan", "[[1, 0.01]]",
+                      "--backbone", "TestMobileFaceNet", "--embd-shape", "32", "--batch-size", "8", "--steps-per-epoch", "3", "--plan", "[[1, 0.01]]",
                       "--no-tensorboard", "--json"))
     last_json(run_cli("export", "--run", str(run), "--output", str(bundle), "--check-images",
                       str(aligned / PEOPLE[0]), "--formats", "onnx", "--json"))

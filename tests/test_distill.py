@@ -66,37 +66,21 @@ def distilled(distill_data):
 
 
 @pytest.fixture(scope="session")
-def fold10_pairs(lfw_dir, tmp_path_factory):
+def fold10_pairs(fold10):
     """All 600 pairs of LFW fold 10 (300 same, 300 different) as a .bin of the original photos."""
-    from recface_lib.data.lfw_pairs import read_pairs
-    from recface_lib.data.verification_bin import write_bin
-
-    qs = [q for q in read_pairs(lfw_dir / "pairs.txt", lfw_dir / "lfw-deepfunneled") if q.fold == 10]
-    pick = qs
-    path = tmp_path_factory.mktemp("fold10") / "fold10.bin"
-    write_bin(path, [Path(p).read_bytes() for q in pick for p in (q.path1, q.path2)], [q.same for q in pick])
-    return path
+    return Path(fold10["bin"])
 
 
 @pytest.fixture(scope="session")
-def fold10_aligned(distilled, fold10_pairs):
-    """The same pairs aligned once as the students' contract says (both models share it), as a .bin
-    of PNG crops: scoring and the export's parity pass then skip detection."""
-    import cv2
-
-    from recface_lib.data.verification_bin import read_bin, write_bin
+def fold10_aligned(distilled, fold10):
+    """The same pairs aligned as the students' contract says (both models share it), as a .bin of
+    PNG crops: scoring and the export's parity pass then skip detection. The suite's shared fold 10
+    crops (conftest.fold10) are those of the align stage at 48 px: the same alignment, checked."""
     from recface_lib.embedders.model import load_run
-    from recface_lib.io_utils import load_item
 
-    from recface_lib.protocol.pair_sets import distinct_items
-
-    ps = read_bin(fold10_pairs)
-    images, index, _ = distinct_items(ps.images)  # 785 distinct of 1,200
-    crops = load_run(distilled["student"]["output"]).prepare_many([load_item(b) for b in images])
-    png = [cv2.imencode(".png", np.ascontiguousarray(c[:, :, ::-1]))[1].tobytes() for c in crops]
-    path = Path(fold10_pairs).with_name("fold10_aligned.bin")
-    write_bin(path, [png[i] for i in index], ps.issame)
-    return path
+    contract = load_run(distilled["student"]["output"]).contract
+    assert {k: v for k, v in contract.items() if k not in ("input_size", "normalization")} == fold10["contract"]
+    return Path(fold10["aligned"])
 
 
 def test_teach_records_the_teacher_on_original_photos(distill_data):
