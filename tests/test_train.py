@@ -102,20 +102,28 @@ def test_validation_best_copy_to_and_transfer(ds, tmp_path):
 
 
 def test_gpu_paths_on_cpu_mirrored_bfloat16_and_xla(ds, tmp_path):
-    # one fresh process (logical CPUs exist only before TensorFlow starts): two replicas in mixed
-    # bfloat16 with Partial FC, where each replica samples for its half of the batch, the row-sparse
+    one = ["--set", "plan=[[1, 0.01]]", "--set", "steps_per_epoch=2", "--set", "cpu_replicas=2"]
+    mirror = train_args(ds, tmp_path / "mirror", *one, "--set", "precision=mixed_bfloat16",
+                        "--set", "backbone=MobileFaceNetV2", "--set", "head=AdaCos")
+    # Partial FC over two replicas: each samples for its half of the batch, the row-sparse
     # gradients are summed across replicas and the sampled centres updated once
-    r = last_json(run_cli(*train_args(ds, tmp_path / "mirror", "--set", "plan=[[1, 0.01]]", "--set", "steps_per_epoch=2",
-                                      "--set", "precision=mixed_bfloat16", "--set", "cpu_replicas=2",
-                                      "--set", "backbone=MobileFaceNetV2", "--set", "sample_rate=0.25"),
-                          subprocess_=True))
-    assert r["replicas"] == 2 and r["precision"] == "mixed_bfloat16" and r["global_step"] == 2 and np.isfinite(r["loss"])
-    assert json.loads((tmp_path / "mirror" / "manifest.json").read_text())["parameters"]["sample_rate"] == 0.25
-    w = h5_weights(tmp_path / "mirror" / "final" / "backbone.weights.h5")
-    assert all(v.dtype == np.float32 and np.all(np.isfinite(v)) for v in w.values())  # variables stay float32
+    pfc = train_args(ds, tmp_path / "pfc", *one, "--set", "sample_rate=0.25")
+    # logical CPUs exist only before TensorFlow starts: both runs in one fresh process, through the
+    # function the entry point calls (one TensorFlow start instead of two)
+    code = ("import sys\nfrom recface_lib.cli import main\n"
+            f"sys.exit(max(main(a) or 0 for a in {[mirror, pfc]!r}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "RECFACE_NO_PROGRESS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r, p = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith('{"ok"')]
+    assert r["replicas"] == 2 and r["precision"] == "mixed_bfloat16" and np.isfinite(r["loss"])
+    assert p["replicas"] == 2 and p["global_step"] == 2 and np.isfinite(p["loss"])
+    assert json.loads((tmp_path / "pfc" / "manifest.json").read_text())["parameters"]["sample_rate"] == 0.25
     r = last_json(run_cli(*train_args(ds, tmp_path / "xla", "--set", "plan=[[1, 0.01]]", "--set", "steps_per_epoch=2",
                                       "--set", "jit_compile=true", "--set", "head=SphereFace")))
     assert r["jit_compile"] is True and r["global_step"] == 2 and np.isfinite(r["loss"])
+    w = h5_weights(tmp_path / "mirror" / "final" / "backbone.weights.h5")
+    assert all(v.dtype == np.float32 and np.all(np.isfinite(v)) for v in w.values())  # variables stay float32
 
 
 def test_bad_parameters_fail_cleanly(ds, tmp_path):
