@@ -40,7 +40,8 @@ def pytest_collection_modifyitems(config, items):
     """Give every test an ``xdist_group``: tests joined by a heavy session fixture or by a
     module-scoped fixture of their file are one group (transitively), so ``--dist loadgroup`` sends
     each group to one worker and nothing heavy is built twice. Tests marked ``serial`` get none
-    (they run alone after the parallel phase)."""
+    (they run alone after the parallel phase). RECFACE_TEST_SHUFFLE=SEED shuffles the tests: a
+    test that passes only after another one (or only alone) shows up."""
     parent: dict = {}
 
     def find(k):
@@ -67,6 +68,11 @@ def pytest_collection_modifyitems(config, items):
         for item in group:
             if item.get_closest_marker("serial") is None:
                 item.add_marker(pytest.mark.xdist_group(name))
+    seed = os.environ.get("RECFACE_TEST_SHUFFLE")
+    if seed:  # an order check: the same seed gives every xdist worker the same order
+        import random
+
+        random.Random(int(seed)).shuffle(items)
 
 
 @pytest.hookimpl(trylast=True)
