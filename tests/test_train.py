@@ -119,9 +119,16 @@ def test_gpu_paths_on_cpu_mirrored_bfloat16_and_xla(ds, tmp_path):
     assert r["replicas"] == 2 and r["precision"] == "mixed_bfloat16" and np.isfinite(r["loss"])
     assert p["replicas"] == 2 and p["global_step"] == 2 and np.isfinite(p["loss"])
     assert json.loads((tmp_path / "pfc" / "manifest.json").read_text())["parameters"]["sample_rate"] == 0.25
+    # XLA in this process, after an earlier deterministic run left op determinism on (under which
+    # Keras quietly compiles without XLA): the summary reports the step Keras compiled
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()
     r = last_json(run_cli(*train_args(ds, tmp_path / "xla", "--set", "plan=[[1, 0.01]]", "--set", "steps_per_epoch=2",
                                       "--set", "jit_compile=true", "--set", "head=SphereFace")))
     assert r["jit_compile"] is True and r["global_step"] == 2 and np.isfinite(r["loss"])
+    bad = run_cli(*train_args(ds, tmp_path / "both", "--set", "jit_compile=true", "--set", "deterministic=true"),
+                  check=False)
+    assert bad.returncode == 1 and "jit_compile with deterministic" in last_json(bad)["error"]
     w = h5_weights(tmp_path / "mirror" / "final" / "backbone.weights.h5")
     assert all(v.dtype == np.float32 and np.all(np.isfinite(v)) for v in w.values())  # variables stay float32
 

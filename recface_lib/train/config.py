@@ -101,6 +101,9 @@ class TrainConfig(StageConfig):
         if self.cpu_replicas > 1 and self.jit_compile:
             raise ConfigError(f"{where}jit_compile with cpu_replicas: XLA cannot compile a step over logical CPU "
                               "devices (variables on another device); test them separately")
+        if self.deterministic and self.jit_compile:
+            raise ConfigError(f"{where}jit_compile with deterministic: Keras compiles no XLA step under op "
+                              "determinism (it would quietly run without XLA); choose one")
         if self.strategy == "multi_worker" and self.cpu_replicas > 1:
             raise ConfigError(f"{where}cpu_replicas: a testing device split for one process; not with strategy multi_worker")
         for k in ("dataset", "output"):

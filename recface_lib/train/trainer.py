@@ -123,8 +123,10 @@ class TrainRun:
         self.precision = resolve_precision(cfg.precision)
         keras.config.set_dtype_policy(self.precision)
         keras.utils.set_random_seed(cfg.seed)
-        if cfg.deterministic:
-            tf.config.experimental.enable_op_determinism()
+        # each run gets the determinism it asks for, not what an earlier run in this process (a
+        # notebook kernel, a sweep, the test suite) left on: Keras turns XLA off under it
+        from tensorflow.python.framework import config as tf_config
+        (tf_config.enable_op_determinism if cfg.deterministic else tf_config.disable_op_determinism)()
         name = head_name(cfg.head)
         with self.strategy.scope():
             self.backbone = build_backbone(cfg.backbone, cfg.input_size, cfg.embd_shape, cfg.dropout, cfg.sync_batchnorm)
@@ -425,7 +427,7 @@ class TrainRun:
                    "validation": {k[4:]: v for k, v in last.items() if k.startswith("val_") and not k.endswith("_std")},
                    "best": self.best, "history": str(self.out / "history.csv"),
                    "curves": str(self.out / "curves.png") if self.history else None,
-                   "num_classes": spec["num_classes"], "precision": self.precision, "jit_compile": self.cfg.jit_compile, "ema": self.cfg.ema,
+                   "num_classes": spec["num_classes"], "precision": self.precision, "jit_compile": bool(self.model.jit_compile), "ema": self.cfg.ema,
                    "effective_batch": self.cfg.batch_size * self.cfg.accumulate}
         write_manifest(self.out, "train", self.cfg.to_dict(), {"dataset": Path(self.cfg.dataset) / "metadata.json"},
                        {"global_step": self.global_step}, spec["preprocessing"], summary=summary)
