@@ -32,7 +32,7 @@ _share_the_cores()
 
 # Session fixtures that build something heavy (a trained model, a teacher pass): the tests that use
 # one run on one xdist worker (README "Tests"), so that it is built once and no worker waits for it.
-HEAVY_SESSION_FIXTURES = ("trained", "distill_data", "distilled", "fold10_aligned")
+HEAVY_SESSION_FIXTURES = ("trained", "distill_data", "distilled")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook renames the items)
@@ -267,14 +267,11 @@ def fold10(lfw_dir, tmp_path_factory):
     image's status. test_align reads the detection rate, the distillation tests score their 48-px
     models on the crops. Built once per test run for all workers (``shared_once``)."""
     def make(root: Path) -> dict:
-        import cv2
-        import numpy as np
-
         from recface_lib.align.config import AlignConfig
         from recface_lib.align.pipeline import Aligner
         from recface_lib.data.lfw_pairs import read_pairs
         from recface_lib.data.verification_bin import write_bin
-        from recface_lib.io_utils import load_item
+        from recface_lib.io_utils import encode_image, load_item
         from recface_lib.protocol.pair_sets import distinct_items
 
         qs = [q for q in read_pairs(lfw_dir / "pairs.txt", lfw_dir / "lfw-deepfunneled") if q.fold == 10]
@@ -286,7 +283,7 @@ def fold10(lfw_dir, tmp_path_factory):
         crops, status = [], []
         for s in range(0, len(images), 16):  # MTCNN batches same-size images
             for crop, how, _ in aligner.align_images([load_item(b) for b in images[s:s + 16]]):
-                crops.append(cv2.imencode(".png", np.ascontiguousarray(crop[:, :, ::-1]))[1].tobytes())
+                crops.append(encode_image(crop, ".png"))
                 status.append(how)
         write_bin(root / "fold10_aligned.bin", [crops[i] for i in index], [q.same for q in qs])
         return {"bin": str(root / "fold10.bin"), "aligned": str(root / "fold10_aligned.bin"),
