@@ -1,5 +1,6 @@
 """Backbone registry: parameter counts pinned (so an accidental architecture change shows), shapes,
 float32 embeddings under mixed precision, and a clear error for unknown names."""
+import numpy as np
 import pytest
 
 from conftest import last_json, run_cli
@@ -7,7 +8,9 @@ from conftest import last_json, run_cli
 # all weights incl. batch-norm statistics, at 112x112 input and 512-d embedding
 PINNED = {"MobileFaceNetV2": 1220864, "MobileFaceNet": 1220864, "ResNet34": 34164672, "ResNet34R": 11767776,
           "ResNet50": 43628480, "ResNet101": 65225280, "MobileNetV2": 12750912, "Seesaw_shuffleFaceNet": 1727232,
-          "TestMobileFaceNet": 61824}
+          "TestMobileFaceNet": 61824, "InceptionResNetV1": 23497424}
+# facenet's Inception-ResNet-v1: trainable parameters (any input size), 128-d and 512-d embeddings
+FACENET_TRAINABLE = {128: 22779312, 512: 23467824}
 
 
 def test_models_json_pins_parameter_counts():
@@ -18,6 +21,21 @@ def test_models_json_pins_parameter_counts():
     assert {"ArcFace", "CosFace", "SphereFace", "AdaCos", "AdaFace", "Combined"} <= set(out["heads"])
     # the recface guide's MobileFaceNetV2 is "about 1.2M parameters without the head"
     assert 1.1e6 < PINNED["MobileFaceNetV2"] < 1.3e6
+    assert out["backbones"]["InceptionResNetV1"]["trainable_params"] == FACENET_TRAINABLE[512]
+
+
+def test_inception_resnet_v1_is_facenets():
+    """facenet's count at its 160-px input and 128-d prelogits; the smallest input is refused in one line."""
+    from recface_lib.errors import ConfigError
+    from recface_lib.models.build import build_backbone
+
+    m = build_backbone("InceptionResNetV1", 160, 128)
+    assert sum(int(np.prod(v.shape)) for v in m.trainable_weights) == FACENET_TRAINABLE[128]
+    assert m.output_shape == (None, 128) and m.get_layer("conv4b_relu").output.shape[1:] == (17, 17, 256)
+    bns = [la for la in m.layers if la.__class__.__name__ == "BatchNormalization"]
+    assert bns and all(la.momentum == 0.995 and la.epsilon == 1e-3 and not la.scale for la in bns)
+    with pytest.raises(ConfigError, match="InceptionResNetV1 needs at least 75 pixels"):
+        build_backbone("InceptionResNetV1", 74, 128)
 
 
 def test_original_mobilefacenet_128d_and_mixed_precision_output():

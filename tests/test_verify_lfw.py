@@ -7,13 +7,15 @@ from conftest import last_json, run_cli
 
 
 def test_dlib_resnet_lfw_fold10(lfw_dir, tmp_path):
-    s = last_json(run_cli("verify", "--pair-sets", str(lfw_dir / "pairs.txt"), "--folds", "10", "--flip", "yes",
+    s = last_json(run_cli("verify", "--pair-sets", str(lfw_dir / "pairs.txt"), "--folds", "10", "--flip", "no",
                           "--workers", "2", "--output", str(tmp_path), "--json"))
     assert s["ok"] and len(s["rows"]) == 1
     r = s["rows"][0]
-    assert r["pairs"] == 600 and r["distinct_images"] == 785 and r["flip"] is True
+    # dlib's published protocol has no flip (its flip TTA, the generic Embedder path, is read by the
+    # teach tests; pair scoring with flip is checked against its loop in test_verification_bin)
+    assert r["pairs"] == 600 and r["distinct_images"] == 785 and r["flip"] is False
     assert r["fold_scheme"] == "stratified"  # one LFW fold: 300 same then 300 different pairs
-    assert r["accuracy"] >= 0.988, r
+    assert r["accuracy"] >= 0.988, r  # measured 0.9917 (5 errors in 600); 0.988 allows 2 more
     assert r["tar_far_1e-3"] > 0.95
     assert r["auc"] > 0.995
     assert sum(r["detections"].values()) == 785 and r["detections"].get("fallback", 0) <= 2

@@ -12,6 +12,7 @@ BACKBONES = {
     "ResNet101": ("resnet", "ResNet101"),
     "MobileNetV2": ("mobilenet", "MobileNetV2"),
     "Seesaw_shuffleFaceNet": ("seesaw", "Seesaw_shuffleFaceNet"),
+    "InceptionResNetV1": ("inception_resnet_v1", "InceptionResNetV1"),  # facenet's
     "TestMobileFaceNet": ("mobilefacenet", "TestMobileFaceNet"),  # smoke runs and mechanics tests only
 }
 HEAD_NAMES = ("ArcFace", "CosFace", "SphereFace", "AdaCos", "AdaFace", "Combined", "NormDense", "CurricularFace",
