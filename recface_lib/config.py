@@ -139,6 +139,12 @@ class StageConfig:
     def validate(self, where: str = "") -> None:
         """Cross-field checks; subclasses extend."""
 
+    def content_params(self) -> dict:
+        """What a rerun must also match beyond the parameters as written: the content they name
+        where a parameter is a file read as settings (a training plan's schedule file). The
+        pipeline's rerun key and a run's resume check read it."""
+        return {}
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

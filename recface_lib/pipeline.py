@@ -155,7 +155,7 @@ def run_pipeline(scenario: str = "demo", start: str | None = None, stop: str | N
             continue
         summary_p = out / f"{stage}.summary.json"
         state_p = out / f"{stage}.state.json"
-        key = _key(params[stage], upstream)
+        key = _key({**params[stage], **stage_config(stage, params[stage]).content_params()}, upstream)
         if stage not in stages:
             if summary_p.is_file():  # outside --from/--to: its last result still belongs in the summary
                 upstream.append(summary_p.read_text())

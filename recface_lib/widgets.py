@@ -29,12 +29,24 @@ class PlanEditor:
     """One row per plan stage. A list-style stage ``[epochs, lr, val_save, val_per_epoch[,
     weight_decay]]`` gets number boxes (weight_decay blank: the run's default); a mapping-style stage
     (warm-up, cosine decay, freezing, ...) gets a YAML box holding all its keys. Nothing is dropped:
-    an untouched row gives back exactly the stage it was given."""
+    an untouched row gives back exactly the stage it was given. A facenet schedule file named in
+    the file box is the plan (its stages are shown in the rows; edit the file, or clear the box to
+    edit the rows)."""
 
     def __init__(self, plan, on_change):
         import ipywidgets as w
 
+        from .train.plan import resolve_plan
+
         self.w, self.on_change = w, on_change
+        self.file = w.Text(value=plan if isinstance(plan, str) else "", description="schedule file",
+                           placeholder="facenet 'epoch: lr' file (optional)", layout=w.Layout(width="520px"))
+        self.file.observe(lambda _c: self.on_change(), names="value")
+        if isinstance(plan, str):
+            try:
+                plan = resolve_plan(plan)
+            except Exception:  # the summary line shows the error when the config is checked
+                plan = []
         self.rows: list[tuple[object, list]] = []  # (original stage, widgets)
         self.box = w.VBox()
         self.add = w.Button(description="+ stage", layout=w.Layout(width="90px"))
@@ -45,7 +57,7 @@ class PlanEditor:
             self._add_row(st)
         head = w.HTML("<b>plan</b>: epochs, lr, val_save, val_per_epoch, weight_decay (blank: default); "
                       "mapping-style stages as YAML")
-        self.widget = w.VBox([head, self.box, w.HBox([self.add, self.remove])])
+        self.widget = w.VBox([head, self.file, self.box, w.HBox([self.add, self.remove])])
 
     def _add_row(self, st):
         w = self.w
@@ -91,6 +103,8 @@ class PlanEditor:
 
     @property
     def value(self):
+        if self.file.value.strip():
+            return self.file.value.strip()
         return [self._row_value(st, row) for st, row in self.rows]
 
 

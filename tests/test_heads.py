@@ -289,3 +289,24 @@ def test_new_heads_gradients_match_finite_differences(name):
             num[i, j] = (ref(ep) - ref(em)) / (2 * h)
     assert np.all(np.isfinite(g))
     np.testing.assert_allclose(g, num, rtol=2e-2, atol=2e-3 * np.abs(num).max())
+
+
+# -- facenet's Softmax head (#23) -----------------------------------------------------------------
+def test_softmax_head_is_a_plain_dense_layer(batch):
+    """prelogits @ W + b (no normalisation, no margin, no scale), its weights decayed like every
+    kernel; a margin, or Partial FC (which samples normalised centres), is refused in one line."""
+    from recface_lib.errors import ConfigError
+    from recface_lib.models.partial_fc import PartialFC
+    from recface_lib.train.optim import decays
+
+    emb, labels = batch
+    head, out = run_head("Softmax", 3.0 * emb, labels)
+    head.bias.assign(np.linspace(-1, 1, C).astype(np.float32))
+    out = np.asarray(head([3.0 * emb.astype(np.float32), labels.astype(np.int32)]), np.float64)
+    want = 3.0 * emb @ np.asarray(head.kernel, np.float64) + np.linspace(-1, 1, C)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    assert head.margin == 0.0 and decays(head.kernel) and not decays(head.bias)
+    with pytest.raises(ConfigError, match="the Softmax head has no margin"):
+        build_head("Softmax", C, margin=0.3)
+    with pytest.raises(ConfigError, match="Partial FC works with the heads ArcFace"):
+        PartialFC(head, 0.5)

@@ -96,3 +96,21 @@ def test_ema_accumulation_and_subcenter_head_resume_exactly(ds, tmp_path):
     for n in ("backbone.weights.h5", "live.weights.h5"):
         d = runs_differ(tmp_path / "full", tmp_path / "cut", n)
         assert d < 1e-5, f"{n}: resumed run differs by {d}"
+
+
+def test_facenet_recipe_parts_train_softmax_adam_and_a_schedule_file(ds, tmp_path):
+    """facenet's classifier parts in the trainer (#23): the Softmax head, Adam with epsilon 0.1 and
+    slim's L2, a schedule file as the plan (its stages in the summary, its rate in the history)."""
+    import json
+
+    f = tmp_path / "schedule.txt"
+    f.write_text("# facenet style\n0: 0.01\n\n2: 0.001\n3: -1\n")
+    res = _train(ds, tmp_path / "run", head="Softmax", optimizer="adam", epsilon=0.1, plan=str(f))
+    assert res["global_step"] == 8 and np.isfinite(res["loss"])
+    assert res["plan"]["schedule_file"] == str(f) and res["plan"]["stages"] == [[1, 0.01], [1, 0.001]]
+    rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    lr = [float(r.split(",")[rows[0].split(",").index("lr")]) for r in rows[1:]]
+    assert lr == [0.01, 0.001]
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["head"] == "Softmax"
+    man = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert man["summary"]["plan"]["stages"] == [[1, 0.01], [1, 0.001]]

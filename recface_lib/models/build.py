@@ -16,7 +16,7 @@ BACKBONES = {
     "TestMobileFaceNet": ("mobilefacenet", "TestMobileFaceNet"),  # smoke runs and mechanics tests only
 }
 HEAD_NAMES = ("ArcFace", "CosFace", "SphereFace", "AdaCos", "AdaFace", "Combined", "NormDense", "CurricularFace",
-              "MagFace", "SubCenterArcFace")
+              "MagFace", "SubCenterArcFace", "Softmax")
 # the recface guide's names
 HEAD_ALIASES = {f"{h}Head": h for h in HEAD_NAMES}
 

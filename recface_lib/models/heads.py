@@ -14,6 +14,8 @@ so logits and loss stay float32 under mixed precision. Inputs: (embedding, label
 - CurricularFace  ArcFace target, hard negatives re-weighted by a running mean t (Huang et al. 2020).
 - MagFace   magnitude-dependent margin 0.45..0.8 plus its magnitude regulariser (Meng et al. 2021).
 - SubCenterArcFace  K sub-centres per class, best one taken, ArcFace margin (Deng et al. 2020).
+- Softmax   facenet's classifier: a dense layer with bias on the prelogits (Xavier weights, zero
+            bias), no normalisation, no margin, no scale.
 theta comes from arccos of a cosine clipped to [-1+eps, 1-eps] and sin from sqrt(max(0, 1-cos^2)),
 so cos = +-1 never gives NaN values or gradients."""
 from __future__ import annotations
@@ -25,7 +27,8 @@ from keras import ops
 
 EPS = 1e-7
 DEFAULT_MARGINS = {"ArcFace": 0.5, "CosFace": 0.35, "SphereFace": 1.35, "AdaFace": 0.4, "AdaCos": 0.0,
-                   "Combined": 0.5, "NormDense": 0.0, "CurricularFace": 0.5, "MagFace": 0.8, "SubCenterArcFace": 0.5}
+                   "Combined": 0.5, "NormDense": 0.0, "CurricularFace": 0.5, "MagFace": 0.8, "SubCenterArcFace": 0.5,
+                   "Softmax": 0.0}
 
 
 @keras.saving.register_keras_serializable(package="recface")
@@ -310,6 +313,39 @@ class SubCenterArcFace(ArcFace):
         return {**super().get_config(), "k": self.k}
 
 
+@keras.saving.register_keras_serializable(package="recface")
+class Softmax(keras.layers.Layer):
+    """facenet's ``Logits`` layer: ``prelogits @ kernel + bias`` (slim.fully_connected, no
+    activation). ``scale`` and ``margin`` are accepted for the common head signature and must be
+    left alone: neither exists here."""
+
+    def __init__(self, num_classes, scale=64.0, margin=0.0, regularizer=None, **kw):
+        kw.setdefault("dtype", "float32")
+        super().__init__(**kw)
+        if margin:
+            from ..errors import ConfigError
+            raise ConfigError(f"margin: the Softmax head has no margin (got {margin}); leave it unset")
+        self.num_classes, self.scale, self.margin = int(num_classes), float(scale), 0.0
+        self.regularizer = keras.regularizers.get(regularizer)
+
+    def build(self, input_shape):
+        emb_shape = input_shape[0] if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)) else input_shape
+        self.kernel = self.add_weight(name="kernel", shape=(int(emb_shape[-1]), self.num_classes),
+                                      initializer=keras.initializers.GlorotUniform(), regularizer=self.regularizer)
+        self.bias = self.add_weight(name="bias", shape=(self.num_classes,), initializer="zeros")
+
+    def call(self, inputs, training=None):
+        emb = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        return ops.matmul(ops.cast(emb, "float32"), self.kernel) + self.bias
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], self.num_classes)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "scale": self.scale,
+                "regularizer": keras.regularizers.serialize(self.regularizer)}
+
+
 HEADS = {"ArcFace": ArcFace, "CosFace": CosFace, "SphereFace": SphereFace, "AdaCos": AdaCos,
          "AdaFace": AdaFace, "Combined": Combined, "NormDense": NormDense, "CurricularFace": CurricularFace,
-         "MagFace": MagFace, "SubCenterArcFace": SubCenterArcFace}
+         "MagFace": MagFace, "SubCenterArcFace": SubCenterArcFace, "Softmax": Softmax}

@@ -9,7 +9,7 @@ from ..data.input_pipeline import NORMALIZATIONS, Augmentation
 from ..errors import ConfigError
 from ..models.build import BACKBONES, HEAD_ALIASES, HEAD_NAMES
 from .distill import DISTILL_LOSSES
-from .optim import OPTIMIZERS
+from .optim import DEFAULT_EPSILON, OPTIMIZERS
 from .plan import parse_plan
 
 GUIDE_PLAN = [[8, 0.01, False, 1], [6, 0.005, False, 1], [8, 0.0025, True, 1],
@@ -27,7 +27,7 @@ class TrainConfig(StageConfig):
         "head": ("head", "margin", "scale", "head_params", "sample_rate"),
         "distillation": ("teacher", "distill_loss", "distill_center", "distill_weight", "head_weight"),
         "plan": ("plan", "steps_per_epoch"),
-        "optimisation": ("batch_size", "accumulate", "optimizer", "momentum", "nesterov", "weight_decay", "ema"),
+        "optimisation": ("batch_size", "accumulate", "optimizer", "momentum", "nesterov", "epsilon", "weight_decay", "ema"),
         "devices": ("precision", "jit_compile", "strategy", "cpu_replicas", "deterministic", "seed"),
         "checkpoints": ("checkpoint_every", "keep_checkpoints", "copy_to", "resume", "tensorboard"),
     }
@@ -41,7 +41,8 @@ class TrainConfig(StageConfig):
     normalization: str = choice("-1:1", NORMALIZATIONS, "input scaling")
     sync_batchnorm: bool = param(False, "batch-norm statistics over the global batch, across all replicas and workers "
                                         "(false: each replica's own, as insightface and arcface_torch train)")
-    head: str = choice("ArcFace", HEAD_NAMES + tuple(HEAD_ALIASES), "margin head")
+    head: str = choice("ArcFace", HEAD_NAMES + tuple(HEAD_ALIASES), "margin head (Softmax: facenet's plain "
+                                                                        "classifier, no margin)")
     margin: float | None = param(None, "margin (None: the head's default: ArcFace 0.5, CosFace 0.35, SphereFace 1.35, AdaFace 0.4)", lo=0.0, hi=4.0)
     scale: float = param(64.0, "logit scale s (AdaCos: its maximum; the guide's logist_scale)", lo=1.0, hi=1024.0)
     head_params: dict = param({}, "head-specific parameters, checked by the head: ArcFace {easy_margin}, "
@@ -59,17 +60,23 @@ class TrainConfig(StageConfig):
                                   lo=0.0, hi=1e3)
     head_weight: float = param(0.0, "distillation: weight of the margin head's loss on the labels (0: no head; a "
                                     "plan stage may override it); without a teacher the head is the loss", lo=0.0, hi=1e3)
-    plan: list = param(GUIDE_PLAN, "stages: (epochs, lr, val_save, val_per_epoch[, weight_decay]) or mappings")
+    plan: list | str = param(GUIDE_PLAN, "stages: (epochs, lr, val_save, val_per_epoch[, weight_decay]) or mappings; "
+                                         "or a facenet schedule file ('epoch: lr' lines, -1 stops)")
     batch_size: int = param(256, "global batch size", lo=1, hi=1 << 20)
     accumulate: int = param(1, "gradient accumulation: average N micro-batches of batch_size into one update (effective "
                                 "batch N x batch_size; plan steps still count micro-batches)", lo=1, hi=4096)
     ema: float = param(0.0, "exponential moving average of the weights, momentum per update (e.g. 0.999; 0: none); "
                             "validation, best/ and final/ then use the average", lo=0.0, hi=0.999999)
     steps_per_epoch: int = param(0, "0: num_samples // batch_size from metadata", lo=0)
-    optimizer: str = choice("sgd", OPTIMIZERS, "sgd (momentum) or adamw")
-    momentum: float = param(0.9, "SGD momentum", lo=0.0, hi=0.999)
+    optimizer: str = choice("sgd", OPTIMIZERS, "sgd (momentum), adamw, or facenet's adam / rmsprop / adagrad "
+                            "(TF1's updates, slim's L2 scaling: train.optim)")
+    momentum: float = param(0.9, "SGD and RMSProp momentum", lo=0.0, hi=0.999)
+    epsilon: float = param(DEFAULT_EPSILON, "adam / adamw / rmsprop / adagrad epsilon (facenet's recipes: adam 0.1, "
+                                            "rmsprop 1.0; 0 gives TF1's adagrad exactly)", lo=0.0, hi=10.0)
     nesterov: bool = param(False, "SGD Nesterov momentum")
-    weight_decay: float = param(5e-4, "the guide's w_decay (L2 on kernels for SGD; decoupled for AdamW)", lo=0.0, hi=1.0)
+    weight_decay: float = param(5e-4, "the guide's w_decay: L2 on kernels for sgd (wd * sum w^2); decoupled for "
+                                      "adamw; slim's L2 for adam, rmsprop, adagrad (wd/2 * sum w^2, facenet's)",
+                                lo=0.0, hi=1.0)
     augmentation: dict = param({}, "training augmentation, checked by data.input_pipeline.Augmentation: "
                                    "train_crop, flip (default true), color_jitter, random_erasing, low_res")
     shuffle_buffer: int = param(8192, "records in the shuffle buffer", lo=1)
@@ -109,6 +116,11 @@ class TrainConfig(StageConfig):
         for k in ("dataset", "output"):
             if not getattr(self, k):
                 raise ConfigError(f"{where}{k}: required")
+
+    def content_params(self) -> dict:
+        from .plan import resolve_plan
+
+        return {"plan": resolve_plan(self.plan)} if isinstance(self.plan, str) else {}
 
     def augment(self) -> Augmentation:
         return Augmentation.from_dict(self.augmentation, source="augmentation")

@@ -4,15 +4,26 @@ it without rebuilding the model or retracing the train step.
 - ``sgd``: coupled L2 as the recface guide's ``kernel_regularizer=l2(w_decay)`` did: the gradient
   of ``w_decay * sum(w^2)`` (= 2 * w_decay * w) is added before momentum.
 - ``adamw``: decoupled decay ``w -= lr * w_decay * w`` (Loshchilov & Hutter).
+- ``adam``, ``rmsprop``, ``adagrad``: facenet's optimizers with facenet's coupled L2, slim's
+  ``l2_regularizer(w_decay)`` = ``w_decay / 2 * sum(w^2)``, so ``w_decay * w`` is added to the
+  gradient. Their updates are TensorFlow 1's, which facenet ran: Adam's bias-corrected step with
+  epsilon outside the root (facenet: epsilon 0.1); RMSProp with rho 0.9, ``momentum`` and its mean
+  square started at 1 (TF1's ``RMSPropOptimizer``; Keras starts it at 0, which makes the first
+  steps 3x longer; facenet: epsilon 1.0, momentum 0.9); Adagrad with its accumulator started at 0.1
+  (TF1 has no epsilon there: Keras adds ``epsilon`` under the root, so 0 reproduces TF1 exactly).
 - A row-sparse gradient (Partial FC's sampled centres) gets a row-sparse SGD step: decay, momentum
-  and move of those rows only; AdamW densifies it.
+  and move of those rows only; the other optimizers densify it.
 Decay applies to kernels (conv, depthwise, dense) and the head's class centres, not to batch-norm,
 biases or PReLU slopes."""
 from __future__ import annotations
 
 from ..errors import ConfigError
 
-OPTIMIZERS = ("sgd", "adamw")
+# name: (Keras optimizer, how weight_decay acts: "l2" adds 2 wd w, "slim_l2" adds wd w, "decoupled")
+RULES = {"sgd": ("SGD", "l2"), "adamw": ("Adam", "decoupled"), "adam": ("Adam", "slim_l2"),
+         "rmsprop": ("RMSprop", "slim_l2"), "adagrad": ("Adagrad", "slim_l2")}
+OPTIMIZERS = tuple(RULES)
+DEFAULT_EPSILON = 1e-7  # Keras' own for adam, rmsprop and adagrad
 
 
 def decays(variable) -> bool:
@@ -21,7 +32,8 @@ def decays(variable) -> bool:
 
 
 def make_optimizer(name: str, learning_rate, weight_decay: float, momentum: float = 0.9, nesterov: bool = False,
-                   clipnorm: float | None = None, ema: float = 0.0, accumulate: int = 1):
+                   clipnorm: float | None = None, ema: float = 0.0, accumulate: int = 1,
+                   epsilon: float = DEFAULT_EPSILON):
     """``ema``: momentum of an exponential moving average of the weights per effective step (0:
     none); kept in the optimizer's variables (so checkpoints resume it) and never written over the
     live weights (``ema_values`` reads it). ``accumulate``: gradients of N micro-batches are averaged
@@ -31,22 +43,30 @@ def make_optimizer(name: str, learning_rate, weight_decay: float, momentum: floa
 
     if name not in OPTIMIZERS:
         raise ConfigError(f"optimizer: unknown {name!r}; valid: {', '.join(OPTIMIZERS)}")
-    base = keras.optimizers.SGD if name == "sgd" else keras.optimizers.Adam
+    cls, rule = RULES[name]
+    base = getattr(keras.optimizers, cls)
 
     class WithDecay(base):
         def build(self, var_list):
             super().build(var_list)
             self.wd = self.add_variable((), initializer=keras.initializers.Constant(weight_decay), name="stage_weight_decay")
 
+        def add_optimizer_variables(self, trainable_variables, slot, initializer="zeros"):
+            if name == "rmsprop" and slot == "velocity":  # TF1's mean square starts at 1
+                initializer = "ones"
+            return super().add_optimizer_variables(trainable_variables, slot, initializer)
+
         def update_step(self, gradient, variable, learning_rate):
             if name == "sgd" and is_row_sparse(gradient):
                 return self.sparse_step(gradient, variable, learning_rate)
             if decays(variable):
                 wd = keras.ops.cast(self.wd, variable.dtype)
-                if name == "sgd":
-                    gradient = gradient + 2.0 * wd * keras.ops.cast(variable, gradient.dtype)
-                else:
+                if rule == "decoupled":
                     variable.assign(variable - keras.ops.cast(learning_rate, variable.dtype) * wd * variable)
+                else:
+                    k = 2.0 if rule == "l2" else 1.0
+                    gradient = keras.ops.convert_to_tensor(gradient)
+                    gradient = gradient + k * keras.ops.cast(wd, gradient.dtype) * keras.ops.cast(variable, gradient.dtype)
             return super().update_step(gradient, variable, learning_rate)
 
         def sparse_step(self, gradient, variable, learning_rate):
@@ -80,6 +100,12 @@ def make_optimizer(name: str, learning_rate, weight_decay: float, momentum: floa
         kw.update(gradient_accumulation_steps=int(accumulate))
     if name == "sgd":
         kw.update(momentum=momentum, nesterov=nesterov)
+    elif name == "rmsprop":
+        kw.update(rho=0.9, momentum=momentum, epsilon=epsilon)
+    elif name == "adagrad":
+        kw.update(initial_accumulator_value=0.1, epsilon=epsilon)
+    else:
+        kw.update(epsilon=epsilon)
     return WithDecay(**kw)
 
 

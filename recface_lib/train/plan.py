@@ -6,6 +6,9 @@ optional keys ``weight_decay`` (overrides the run's), ``warmup_epochs`` (linear 
 ``freeze_backbone`` (transfer learning: train only the head in this stage), and for distillation
 ``distill_weight`` / ``head_weight`` (this stage's loss weights, overriding the run's).
 
+``plan`` may instead name a facenet schedule file (``read_schedule_file``): ``epoch: lr`` lines,
+converted into stages of one learning rate each.
+
 Steps: a stage of E epochs is E * val_per_epoch segments of steps_per_epoch // val_per_epoch
 optimizer steps (a remainder of fewer than val_per_epoch steps per epoch is dropped); each segment
 ends with validation and a checkpoint."""
@@ -36,11 +39,87 @@ class Stage:
     head_weight: float | None = None
 
 
+def schedule_lr(entries: list[tuple[int, float]], epoch: int) -> float | None:
+    """facenet's ``get_learning_rate_from_file`` rule on parsed lines: the rate of the last line
+    whose epoch is <= ``epoch`` (epochs count from 1). Where facenet returns None (the epoch is at
+    or past the last line) or fails (no line yet), this gives that last line's rate, or None."""
+    lr = None
+    for e, rate in entries:
+        if e > epoch:
+            break
+        lr = rate
+    return lr
+
+
+def read_schedule_file(path) -> tuple[list[tuple[int, float]], list[list]]:
+    """A facenet learning-rate schedule file: ``epoch: lr`` per line, ``#`` starts a comment, blank
+    lines are skipped (facenet crashes on them), a rate <= 0 (``-1``, or facenet's ``-``) stops
+    training at that epoch, as facenet's ``if lr <= 0: return False`` does (the stop line may be the
+    last line: facenet crashes there too). Returns the lines and the staged plan: one
+    ``[epochs, lr]`` stage per run of epochs that share a rate, from epoch 1 to the stop. Every
+    problem is one line naming the file and the line."""
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"plan: {p}: no such schedule file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"plan: {p}: cannot read the schedule file ({e})") from None
+    entries: list[tuple[int, float]] = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = [x.strip() for x in line.split(":")]
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            e, lr = int(parts[0]), (-1.0 if parts[1] == "-" else float(parts[1]))
+        except ValueError:
+            raise ConfigError(f"{p}:{n}: expected 'epoch: learning_rate', got {raw.strip()!r}") from None
+        if e < 0 or not math.isfinite(lr):
+            raise ConfigError(f"{p}:{n}: epoch must be >= 0 and the rate finite, got {raw.strip()!r}")
+        if entries and e <= entries[-1][0]:
+            raise ConfigError(f"{p}:{n}: epochs must increase (epoch {e} after {entries[-1][0]})")
+        if entries and entries[-1][1] <= 0:
+            raise ConfigError(f"{p}:{n}: a line after the stop line (epoch {entries[-1][0]}: {entries[-1][1]:g})")
+        entries.append((e, lr))
+    if not entries:
+        raise ConfigError(f"plan: {p}: the schedule file has no 'epoch: learning_rate' line")
+    if entries[0][0] > 1:
+        raise ConfigError(f"{p}: no learning rate for epoch 1 (the first line is epoch {entries[0][0]}; "
+                          "facenet counts epochs from 1)")
+    stop = next((e for e, lr in entries if lr <= 0), None)
+    if stop is None:
+        raise ConfigError(f"{p}: no stop line ('N: -1'): say at which epoch training ends")
+    if stop <= 1:
+        raise ConfigError(f"{p}: the stop line is at epoch {stop}: nothing to train")
+    stages: list[list] = []
+    for epoch in range(1, stop):
+        lr = schedule_lr(entries, epoch)
+        if stages and stages[-1][1] == lr:
+            stages[-1][0] += 1
+        else:
+            stages.append([1, lr])
+    return entries, stages
+
+
+def resolve_plan(plan):
+    """The plan as stages: a schedule file's name becomes its staged plan; anything else as given."""
+    if isinstance(plan, str):
+        return read_schedule_file(plan)[1]
+    return plan
+
+
 def parse_plan(plan, where: str = "plan") -> list[Stage]:
     if isinstance(plan, dict) and "plan" in plan:  # the guide's train_plan dict
         plan = plan["plan"]
+    plan = resolve_plan(plan)
     if not isinstance(plan, (list, tuple)) or not plan:
-        raise ConfigError(f"{where}: expected a non-empty list of stages (epochs, lr, val_save, val_per_epoch)")
+        raise ConfigError(f"{where}: expected a non-empty list of stages (epochs, lr, val_save, val_per_epoch) or a "
+                          "facenet schedule file's name")
     out = []
     for i, st in enumerate(plan):
         w = f"{where}[{i}]"

@@ -15,7 +15,7 @@ from ..io_utils import atomic_write_json
 from ..manifest import check_not_input, write_manifest
 from ..progress import progress
 from .config import TrainConfig
-from .plan import PlanSchedule, parse_plan, plan_lr_schedule
+from .plan import PlanSchedule, parse_plan, plan_lr_schedule, resolve_plan
 
 
 class TrainingError(RecfaceError):
@@ -89,7 +89,8 @@ class TrainRun:
         self.show_progress = show_progress and self.chief
         self.out = Path(cfg.output)
         self.meta = load_metadata(cfg.dataset)
-        self.stages = parse_plan(cfg.plan)
+        self.plan_stages = resolve_plan(cfg.plan)  # a schedule file read once: its stages are the plan
+        self.stages = parse_plan(self.plan_stages)
         spe = cfg.steps_per_epoch or max(1, int(self.meta["num_samples"]) // cfg.batch_size)
         self.plan = PlanSchedule(self.stages, spe)
         self.history: list[dict] = []
@@ -134,7 +135,8 @@ class TrainRun:
             self.head = (build_head(name, int(self.meta["num_classes"]), cfg.scale, cfg.margin, **cfg.head_params)
                          if use_head else None)
             self.optimizer = make_optimizer(cfg.optimizer, plan_lr_schedule(self.plan, cfg.accumulate), cfg.weight_decay,
-                                            cfg.momentum, cfg.nesterov, ema=cfg.ema, accumulate=cfg.accumulate)
+                                            cfg.momentum, cfg.nesterov, ema=cfg.ema, accumulate=cfg.accumulate,
+                                            epsilon=cfg.epsilon)
             if self.teacher is None:
                 if cfg.sample_rate < 1.0:  # Partial FC: logits [target | sampled], the target at column 0
                     from ..models.partial_fc import PartialFC
@@ -213,7 +215,7 @@ class TrainRun:
         diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                 if old.get(k, dflt.get(k)) != new.get(k)]
         done = self.stages[:int(st.get("stage", 0)) + 1]
-        if parse_plan(st.get("plan") or self.cfg.plan)[:len(done)] != done:
+        if parse_plan(st.get("plan") or self.plan_stages)[:len(done)] != done:
             diff.append("plan: the stages already trained differ (only later stages may be changed or added)")
         if diff:
             raise ConfigError(f"{ck}: this checkpoint was made with other data or parameters ({'; '.join(diff)}); "
@@ -231,7 +233,7 @@ class TrainRun:
     # -- during training ----------------------------------------------------------------------
     def state(self, step, si, seg) -> dict:
         return {"global_step": step, "stage": si, "segment": seg, "history": self.history, "best": self.best,
-                "seed": self.cfg.seed, "plan": self.cfg.plan, "time": time.time(), "fingerprint": self.fingerprint()}
+                "seed": self.cfg.seed, "plan": self.plan_stages, "time": time.time(), "fingerprint": self.fingerprint()}
 
     def checkpoint(self, step, si, seg):
         from .checkpoint import save_checkpoint
@@ -422,7 +424,9 @@ class TrainRun:
             write_history_csv(self.history, self.out / "history.csv")
             plot_training_curves(self.history, self.out / "curves.png", title=f"{self.cfg.backbone} + {self.cfg.head}")
         last = self.history[-1] if self.history else {}
-        summary |= {"final_weights": str(final), "plan": self.plan.summary(), "resumed_from": self.resumed_from,
+        plan = self.plan.summary() | ({"schedule_file": self.cfg.plan, "stages": self.plan_stages}
+                                      if isinstance(self.cfg.plan, str) else {})
+        summary |= {"final_weights": str(final), "plan": plan, "resumed_from": self.resumed_from,
                    "loss": last.get("loss"), "accuracy": last.get("accuracy"),
                    "validation": {k[4:]: v for k, v in last.items() if k.startswith("val_") and not k.endswith("_std")},
                    "best": self.best, "history": str(self.out / "history.csv"),
