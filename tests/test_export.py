@@ -193,3 +193,26 @@ def test_evaluate_table_run_vs_bundle(trained, friends_dir, tmp_path):
     assert accs["cfp_fp"] == pytest.approx(accs["lfw"], abs=0.05)  # lossy JPEG -> float carray -> same faces
     paper = (tmp_path / "eval2" / "results.md").read_text().split("## Every figure")[0]
     assert "| model | agedb_30 | cfp_fp | lfw |" in paper and paper.count("| run +flip |") == 1
+
+    # facenet's protocol through the same stage (#23): concatenated flips, cosine distance, mean
+    # subtraction; its figures equal evaluate_embeddings on the run's own embeddings of the set
+    from recface_lib.embedders import embed_parallel
+    from recface_lib.protocol.pair_sets import load_pair_source
+    from recface_lib.protocol.verification import evaluate_embeddings, flip_concat
+    res = last_json(run_cli("evaluate", "--models", str(trained["root"] / "run"), "--pair-sets", str(crops / "test.bin"),
+                            "--protocol", "facenet", "--distance", "cosine", "--set", "subtract_mean=true",
+                            "--output", str(tmp_path / "eval3"), "--json"))
+    rows = {r["flip"]: r for r in res["rows"]}
+    assert set(rows) == {False, True} and all(r["protocol"] == "facenet" and r["subtract_mean"] for r in rows.values())
+    src = load_pair_source(str(crops / "test.bin"))
+    e, ef, _ = embed_parallel(str(trained["root"] / "run"), src.items, 1, show_progress=False)  # as the stage does
+    for fl, emb in ((False, e), (True, flip_concat(e, ef))):
+        want = evaluate_embeddings(emb[src.index1], emb[src.index2], src.issame, protocol="facenet",
+                                   distance="cosine", subtract_mean=True)
+        assert rows[fl]["accuracy"] == pytest.approx(want.accuracy, abs=1e-6), fl
+        assert rows[fl]["eer"] == pytest.approx(want.eer, abs=1e-6) and 0 <= rows[fl]["recall"] <= 1
+    md = (tmp_path / "eval3" / "results.md").read_text()
+    assert "## facenet's protocol" in md and md.count("| cosine | yes |") == 2
+    p = run_cli("evaluate", "--models", str(trained["root"] / "run"), "--pair-sets", str(crops / "test.bin"),
+                "--distance", "cosine", "--output", str(tmp_path / "eval4"), "--json", check=False)
+    assert p.returncode == 1 and "facenet protocol settings; give protocol: facenet" in last_json(p)["error"]

@@ -227,3 +227,168 @@ def test_vectorised_speed_is_not_quadratic():
     t = time.perf_counter()
     evaluate_embeddings(a, b, same)
     assert time.perf_counter() - t < 5.0  # ~0.1 s here; a generous bound, this is not a benchmark
+
+
+# -- facenet's protocol (#23) -----------------------------------------------------------------------
+def _reference_facenet(e1, e2, same, distance_metric, subtract_mean, far_target=1e-3, nrof_folds=10):
+    """A loop-by-loop transcription of facenet's src/facenet.py ``distance``, ``calculate_roc`` /
+    ``calculate_accuracy``, ``calculate_val`` / ``calculate_val_far`` and validate_on_lfw's AUC and
+    EER (sklearn KFold unshuffled; interp1d as the scipy of its time computed it). Also the
+    precision and recall at each fold's threshold (recface's addition). Returns a dict."""
+    import math
+
+    from scipy import interpolate
+    from scipy.optimize import brentq
+    from sklearn import metrics
+    from sklearn.model_selection import KFold
+
+    def distance(embeddings1, embeddings2, distance_metric=0):
+        if distance_metric == 0:
+            diff = np.subtract(embeddings1, embeddings2)
+            dist = np.sum(np.square(diff), 1)
+        else:
+            dot = np.sum(np.multiply(embeddings1, embeddings2), axis=1)
+            norm = np.linalg.norm(embeddings1, axis=1) * np.linalg.norm(embeddings2, axis=1)
+            similarity = dot / norm
+            with np.errstate(invalid="ignore"):
+                dist = np.arccos(similarity) / math.pi
+        return dist
+
+    def calculate_accuracy(threshold, dist, actual_issame):
+        predict_issame = np.less(dist, threshold)
+        tp = np.sum(np.logical_and(predict_issame, actual_issame))
+        fp = np.sum(np.logical_and(predict_issame, np.logical_not(actual_issame)))
+        tn = np.sum(np.logical_and(np.logical_not(predict_issame), np.logical_not(actual_issame)))
+        fn = np.sum(np.logical_and(np.logical_not(predict_issame), actual_issame))
+        tpr = 0 if (tp + fn == 0) else float(tp) / float(tp + fn)
+        fpr = 0 if (fp + tn == 0) else float(fp) / float(fp + tn)
+        acc = float(tp + tn) / dist.size
+        return tpr, fpr, acc, tp, fp, fn
+
+    def calculate_val_far(threshold, dist, actual_issame):
+        predict_issame = np.less(dist, threshold)
+        true_accept = np.sum(np.logical_and(predict_issame, actual_issame))
+        false_accept = np.sum(np.logical_and(predict_issame, np.logical_not(actual_issame)))
+        n_same = np.sum(actual_issame)
+        n_diff = np.sum(np.logical_not(actual_issame))
+        return float(true_accept) / float(n_same), float(false_accept) / float(n_diff)
+
+    def fold_distance(train_set):  # the first lines of both calculate_roc's and calculate_val's fold loop
+        if subtract_mean:
+            mean = np.mean(np.concatenate([e1[train_set], e2[train_set]]), axis=0)
+        else:
+            mean = 0.0
+        return distance(e1 - mean, e2 - mean, distance_metric)
+
+    k_fold = KFold(n_splits=nrof_folds, shuffle=False)
+    indices = np.arange(len(same))
+    thresholds = np.arange(0, 4, 0.01)
+    tprs = np.zeros((nrof_folds, len(thresholds)))
+    fprs = np.zeros((nrof_folds, len(thresholds)))
+    accuracy, precision, recall = np.zeros(nrof_folds), np.zeros(nrof_folds), np.zeros(nrof_folds)
+    for fold_idx, (train_set, test_set) in enumerate(k_fold.split(indices)):
+        dist = fold_distance(train_set)
+        acc_train = np.zeros(len(thresholds))
+        for threshold_idx, threshold in enumerate(thresholds):
+            _, _, acc_train[threshold_idx], _, _, _ = calculate_accuracy(threshold, dist[train_set], same[train_set])
+        best_threshold_index = np.argmax(acc_train)
+        for threshold_idx, threshold in enumerate(thresholds):
+            tprs[fold_idx, threshold_idx], fprs[fold_idx, threshold_idx], _, _, _, _ = calculate_accuracy(
+                threshold, dist[test_set], same[test_set])
+        _, _, accuracy[fold_idx], tp, fp, fn = calculate_accuracy(thresholds[best_threshold_index], dist[test_set],
+                                                                  same[test_set])
+        precision[fold_idx] = tp / (tp + fp) if tp + fp else 0.0
+        recall[fold_idx] = tp / (tp + fn)
+    tpr, fpr = np.mean(tprs, 0), np.mean(fprs, 0)
+    thresholds = np.arange(0, 4, 0.001)
+    val, far = np.zeros(nrof_folds), np.zeros(nrof_folds)
+    for fold_idx, (train_set, test_set) in enumerate(k_fold.split(indices)):
+        dist = fold_distance(train_set)
+        far_train = np.zeros(len(thresholds))
+        for threshold_idx, threshold in enumerate(thresholds):
+            _, far_train[threshold_idx] = calculate_val_far(threshold, dist[train_set], same[train_set])
+        if np.max(far_train) >= far_target:
+            threshold = _old_scipy_slinear(far_train, thresholds, far_target)
+        else:
+            threshold = 0.0
+        val[fold_idx], far[fold_idx] = calculate_val_far(threshold, dist[test_set], same[test_set])
+    auc = metrics.auc(fpr, tpr)
+    try:
+        eer = brentq(lambda x: 1. - x - interpolate.interp1d(fpr, tpr)(x), 0., 1.)
+    except ValueError:  # facenet fails here: recface's stated rule, the curve completed with (0,0), (1,1)
+        x, y = np.r_[0.0, fpr, 1.0], np.r_[0.0, tpr, 1.0]
+        eer = brentq(lambda q: 1. - q - np.interp(q, x, y), 0., 1.)
+    return {"accuracy": np.mean(accuracy), "std": np.std(accuracy), "val": np.mean(val), "val_std": np.std(val),
+            "far": np.mean(far), "auc": auc, "eer": eer, "precision": np.mean(precision), "recall": np.mean(recall),
+            "tpr": tpr, "fpr": fpr}
+
+
+# (set, distance, subtract_mean, flip concatenated): 10 embedding sets, every combination
+FACENET_CASES = [(0, "euclidean", False, False), (1, "cosine", True, False), (2, "euclidean", True, True),
+                 (3, "cosine", False, True), (4, "euclidean", True, False), (5, "cosine", True, True),
+                 (6, "euclidean", False, True), (7, "cosine", False, False), (8, "euclidean", True, True),
+                 (10, "cosine", True, False)]
+
+
+@pytest.mark.parametrize("k,distance,subtract_mean,flip", FACENET_CASES)
+def test_facenet_protocol_equals_facenet_transcription(k, distance, subtract_mean, flip):
+    from recface_lib.protocol.verification import flip_concat, l2_normalize
+
+    name, a, b, same = _reference_sets()[k]
+    rng = np.random.default_rng(k)
+    if flip:  # a "mirrored" embedding near each one, concatenated as facenet's --use_flipped_images
+        a = flip_concat(a, a + 0.3 * rng.normal(size=a.shape))
+        b = flip_concat(b, b + 0.3 * rng.normal(size=b.shape))
+        assert np.allclose(np.linalg.norm(a, axis=1), np.sqrt(2))  # not re-normalised
+    else:  # facenet's embeddings are L2-normalised by the network
+        a, b = l2_normalize(a), l2_normalize(b)
+    r = evaluate_embeddings(a, b, same, protocol="facenet", distance=distance, subtract_mean=subtract_mean,
+                            far_targets=(1e-3,))
+    ref = _reference_facenet(np.asarray(a, np.float64), np.asarray(b, np.float64), same,
+                             0 if distance == "euclidean" else 1, subtract_mean)
+    assert r.fold_scheme == "insightface" and r.protocol == "facenet" and r.metric == distance, name
+    v = r.val_far["1e-03"]
+    got = {"accuracy": r.accuracy, "std": r.accuracy_std, "val": v["tar"], "val_std": v["tar_std"], "far": v["far"],
+           "auc": r.auc, "eer": r.eer, "precision": r.precision, "recall": r.recall}
+    for key, value in got.items():
+        assert value == pytest.approx(ref[key], abs=1e-9), (name, key, value, ref[key])
+    np.testing.assert_allclose(r.roc_tpr, ref["tpr"], atol=1e-12)
+    np.testing.assert_allclose(r.roc_fpr, ref["fpr"], atol=1e-12)
+    assert 0.0 < r.accuracy <= 1.0
+
+
+def test_facenet_protocol_edges():
+    """subtract_mean changes the figure where the embeddings share an offset; EER where facenet's
+    own brentq fails (no false accept on the whole grid) is defined; bad names are refused."""
+    from recface_lib.protocol.verification import facenet_eer
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(400, 8)) + 4.0  # a common offset: the cosine of different people is high
+    b = np.where(np.arange(400)[:, None] % 2 == 0, a + 0.3 * rng.normal(size=a.shape), rng.normal(size=a.shape) + 4.0)
+    same = np.arange(400) % 2 == 0
+    plain = evaluate_embeddings(a, b, same, protocol="facenet", distance="cosine")
+    centred = evaluate_embeddings(a, b, same, protocol="facenet", distance="cosine", subtract_mean=True)
+    assert centred.accuracy > plain.accuracy and centred.subtract_mean and not plain.subtract_mean
+    # facenet's validate_on_lfw raises here (the ROC stays at FPR 0): completed with (1, 1)
+    fpr, tpr = np.zeros(400), np.linspace(0, 0.9, 400)
+    with pytest.raises(ValueError):
+        from scipy import interpolate
+        from scipy.optimize import brentq
+        brentq(lambda x: 1. - x - interpolate.interp1d(fpr, tpr)(x), 0., 1.)
+    assert facenet_eer(fpr, tpr) == pytest.approx(0.1 / 1.1)  # 1 - x = 0.9 + 0.1 x
+    with pytest.raises(ValueError, match="distance must be one of euclidean, cosine"):
+        evaluate_embeddings(a, b, same, protocol="facenet", distance="manhattan")
+    with pytest.raises(ValueError, match="protocol must be one of insightface, facenet"):
+        evaluate_embeddings(a, b, same, protocol="lfw")
+
+
+def test_interpolation_corner_of_a_repeated_largest_far():
+    """Old scipy's interp1d(kind='slinear') returns 0 at a target equal to a repeated largest FAR (its
+    last knot interval is empty): the reference's value, which both protocols follow."""
+    from recface_lib.protocol.verification import _interp_threshold
+
+    far, thr = np.array([0, 0, .5, 1, 1]), np.array([0., 1, 2, 3, 4])
+    assert _old_scipy_slinear(far, thr, 1.0) == 0.0
+    assert _interp_threshold(far, thr, 1.0) == 0.0
+    assert _interp_threshold(np.array([0, 0, .5, 1]), thr[:4], 1.0) == 3.0  # not repeated: its threshold
+    assert _interp_threshold(far, thr, 0.75) == pytest.approx(2.5)

@@ -16,6 +16,7 @@ from ..config import StageConfig, choice, param
 from ..errors import ConfigError
 from ..io_utils import atomic_path, atomic_write_bytes, atomic_write_json
 from ..manifest import check_not_input, write_manifest
+from ..protocol.verification import DISTANCES, PROTOCOLS
 
 
 @dataclass
@@ -27,16 +28,28 @@ class EvalConfig(StageConfig):
     flip: str = choice("both", ("no", "yes", "both"), "flip test-time augmentation")
     folds: list | None = param(None, "evaluate only these folds (1-based, LFW's 1..10) of each set; None: all")
     metric: str = choice("cosine", ("cosine", "euclidean"), "threshold reported as cosine or insightface's squared L2")
+    protocol: str = choice("insightface", PROTOCOLS, "insightface's protocol, or facenet's (distance, subtract_mean; "
+                           "flip concatenates the two embeddings; adds EER, precision and recall)")
+    distance: str = choice("euclidean", DISTANCES, "facenet protocol: squared L2 or cosine (arccos(similarity) / pi)")
+    subtract_mean: bool = param(False, "facenet protocol: subtract the mean embedding of the training folds, per fold")
     output: str = param("", role="output", help="report folder (results.md/.csv/.json, roc_<set>.png, hist_<set>_<model>.png)")
     ijb: list = param([], "IJB-B/IJB-C release folders (insightface layout: IJBC/loose_crop, IJBC/meta): 1:1 and 1:N", role="input")
     ijb_detector_score: bool = param(True, "IJB: weight image features by the release's detector score")
     workers: int = param(1, "worker processes for embedding", lo=1, hi=256, runtime=True)
     backend: str = choice("keras", ("keras", "onnx"), "how bundles run")
 
+    def protocol_params(self) -> dict:
+        """What ``protocol.verification.evaluate_embeddings`` takes beyond the pairs (facenet's)."""
+        if self.protocol != "facenet":
+            return {}
+        return {"protocol": "facenet", "distance": self.distance, "subtract_mean": self.subtract_mean}
+
     def validate(self, where=""):
         from ..data.lfw_pairs import fold_set
 
         fold_set(self.folds, f"{where}folds")
+        if self.protocol != "facenet" and (self.subtract_mean or self.distance != "euclidean"):
+            raise ConfigError(f"{where}distance / subtract_mean: facenet protocol settings; give protocol: facenet")
         if not self.models or not (self.pair_sets or self.ijb):
             raise ConfigError(f"{where}models and pair_sets (or ijb): give at least one of each")
         if not self.output:
@@ -68,7 +81,7 @@ def evaluate(cfg: EvalConfig | dict, show_progress: bool = True) -> dict:
                 return embed_parallel(m, items, cfg.workers, cfg.backend, desc=f"embed {src.name}",
                                       show_progress=show_progress)
 
-            results, stats = score_pair_set(src, embed, flips, cfg.metric)
+            results, stats = score_pair_set(src, embed, flips, cfg.metric, **cfg.protocol_params())
             for fl, r in results.items():
                 label = f"{name}{' +flip' if fl else ''}"
                 curves.setdefault(src.name, {})[label] = r
@@ -78,12 +91,15 @@ def evaluate(cfg: EvalConfig | dict, show_progress: bool = True) -> dict:
                              "tar_far_1e-4": r.val_far.get("1e-04", {}).get("tar"), "auc": r.auc,
                              "angle_same": r.mean_angle_same, "angle_diff": r.mean_angle_diff,
                              "fold_scheme": r.fold_scheme, "distinct_images": len(src.items),
+                             **({"protocol": "facenet", "distance": r.metric, "subtract_mean": r.subtract_mean,
+                                 "far_1e-3": r.val_far.get("1e-03", {}).get("far"), "eer": r.eer,
+                                 "precision": r.precision, "recall": r.recall} if r.protocol == "facenet" else {}),
                              "detections": stats, "model_path": str(m)})
             best_flip = flips[-1]
             r = results[best_flip]
             hist = out / f"hist_{src.name}_{name}.png"
             plot_similarity_hist(np.asarray(r.similarities), src.issame,
-                                 r.threshold if cfg.metric == "cosine" else None, hist,
+                                 r.threshold if cfg.metric == "cosine" and cfg.protocol != "facenet" else None, hist,
                                  title=f"{src.name}: {name}{' +flip' if best_flip else ''}")
             plots.append(str(hist))
     roc_arrays = {}
@@ -101,6 +117,8 @@ def evaluate(cfg: EvalConfig | dict, show_progress: bool = True) -> dict:
         ijb_rows += _evaluate_ijb(cfg, Path(root), out, plots, show_progress)
     md = ("## IJB (1:1 TAR at FAR; 1:N rank-k and TPIR at FPIR)\n\n" + ijb_table(ijb_rows) + "\n") if ijb_rows else ""
     md += "## Pair sets as the papers report them\n\n" + papers_table(rows) + "\n## Every figure\n\n" + to_markdown(rows)
+    if any(r.get("protocol") == "facenet" for r in rows):
+        md += "\n## facenet's protocol\n\n" + facenet_table(rows)
     atomic_write_bytes(out / "results.md", md.encode())
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
@@ -171,6 +189,21 @@ def papers_table(rows: list[dict]) -> str:
                 t4 = r["tar_far_1e-4"]
                 cells.append(f"{100 * r['accuracy']:.2f} / {'n/a' if t4 is None else f'{100 * t4:.2f}'}")
         lines.append(f"| {m}{' +flip' if fl else ''} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def facenet_table(rows: list[dict]) -> str:
+    """validate_on_lfw's figures: accuracy, VAL@FAR=1e-3 and its FAR, AUC, EER, and (recface's)
+    precision and recall at each fold's threshold; the threshold is a distance here."""
+    lines = ["| model | pair set | flip | distance | subtract mean | accuracy | VAL@FAR1e-3 | FAR | AUC | EER | "
+             "precision | recall | threshold |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("protocol") != "facenet":
+            continue
+        lines.append(f"| {r['model']} | {r['pair_set']} | {'concat' if r['flip'] else 'no'} | {r['distance']} | "
+                     f"{'yes' if r['subtract_mean'] else 'no'} | {100 * r['accuracy']:.2f}% +- {100 * r['std']:.2f} | "
+                     f"{100 * r['tar_far_1e-3']:.2f}% | {r['far_1e-3']:.5f} | {r['auc']:.4f} | {r['eer']:.4f} | "
+                     f"{r['precision']:.4f} | {r['recall']:.4f} | {r['threshold']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

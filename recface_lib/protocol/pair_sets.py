@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ConfigError
-from .verification import VerificationResult, evaluate_embeddings, flip_sum, fold_indices
+from .verification import VerificationResult, evaluate_embeddings, flip_concat, flip_sum, fold_indices
 
 # items -> (embeddings, embeddings of the mirrored images, {how the faces were found: count})
 EmbedItems = Callable[[list], tuple[np.ndarray, np.ndarray, dict]]
@@ -124,14 +124,19 @@ def load_pair_source(pairs: str | os.PathLike, images: str | os.PathLike | None 
 
 
 def score_embeddings(src: PairSource, e: np.ndarray, e_flip: np.ndarray | None = None, flip: bool = False,
-                     metric: str = "cosine") -> VerificationResult:
-    """The protocol on embeddings of ``src.items`` (with ``flip``: summed with the mirrored images')."""
-    emb = flip_sum(e, e_flip) if flip else e
+                     metric: str = "cosine", **protocol) -> VerificationResult:
+    """The protocol on embeddings of ``src.items``; with ``flip`` the mirrored images' embeddings
+    join them as the protocol does it: summed (insightface) or concatenated (``protocol="facenet"``).
+    ``protocol``: ``evaluate_embeddings``' protocol, distance and subtract_mean."""
+    if flip:
+        emb = flip_concat(e, e_flip) if protocol.get("protocol") == "facenet" else flip_sum(e, e_flip)
+    else:
+        emb = e
     return evaluate_embeddings(emb[src.index1], emb[src.index2], src.issame, n_folds=min(10, len(src.issame)),
-                               metric=metric)
+                               metric=metric, **protocol)
 
 
-def score_pair_set(src: PairSource, embed_items: EmbedItems, flips=(False,), metric: str = "cosine"):
+def score_pair_set(src: PairSource, embed_items: EmbedItems, flips=(False,), metric: str = "cosine", **protocol):
     """Embed every distinct image of ``src`` once (and its mirror) and score it: ({flip: result}, stats)."""
     e, ef, stats = embed_items(src.items)
-    return {fl: score_embeddings(src, e, ef, fl, metric) for fl in flips}, stats
+    return {fl: score_embeddings(src, e, ef, fl, metric, **protocol) for fl in flips}, stats

@@ -12,6 +12,14 @@
 * distances: ``euclidean`` is the squared L2 distance of normalised embeddings on insightface's grid
   ``0:4:0.01``; ``cosine`` is the same test written as cosine similarity (``cos = 1 - d/2``), and
   thresholds are reported as similarities. On normalised embeddings both give identical accuracy.
+
+``protocol="facenet"`` is facenet's ``calculate_roc`` / ``calculate_val`` / ``distance`` and its
+``validate_on_lfw`` figures instead (``_facenet``): the embeddings as given (no re-normalisation:
+flipped images are concatenated, ``flip_concat``), ``subtract_mean`` subtracts, per fold, the mean
+of both sides' embeddings over the training folds; ``distance`` ``euclidean`` (squared) or
+``cosine`` (arccos(similarity) / pi); the grid ``0:4:0.01`` (``0:4:0.001`` for VAL) as it is, for
+both distances; accuracy, VAL / FAR at each target, AUC and EER of the mean ROC over the test folds,
+and precision and recall at each fold's threshold (means over folds).
 """
 from __future__ import annotations
 
@@ -30,6 +38,12 @@ def flip_sum(e: np.ndarray, e_flip: np.ndarray) -> np.ndarray:
     """Flip test-time augmentation, the one definition: the normalised sum of the image's and the
     mirrored image's normalised embeddings."""
     return l2_normalize(l2_normalize(e) + l2_normalize(e_flip))
+
+
+def flip_concat(e: np.ndarray, e_flip: np.ndarray) -> np.ndarray:
+    """facenet's flip: the image's and the mirrored image's L2-normalised embeddings side by side,
+    not re-normalised (``validate_on_lfw --use_flipped_images``)."""
+    return np.concatenate([l2_normalize(e), l2_normalize(e_flip)], axis=1)
 
 
 def fold_indices(n: int, n_folds: int = 10) -> list[np.ndarray]:
@@ -81,14 +95,19 @@ def _interp_threshold(far: np.ndarray, thresholds: np.ndarray, target: float) ->
     interpolates linearly inside the one non-empty knot interval ``x[l-1] <= target < x[l]``: from
     the LARGEST threshold of the highest FAR value not above the target to the SMALLEST threshold of
     the next FAR value. A target equal to a FAR value gives that value's largest threshold (also
-    for the largest FAR). When no FAR reaches the target insightface uses the threshold 0."""
+    for the largest FAR, unless that value is repeated: then 0, below). When no FAR reaches the
+    target insightface uses the threshold 0. The rule is scipy 1.6-1.8's (1.5 and older sorted
+    unstably and gave other thresholds on ties); facenet's ``calculate_val`` uses the same call."""
     if far.max() < target:
         return 0.0
     order = np.argsort(far, kind="mergesort")
     xs, ys = far[order], thresholds[order]
     hi = int(np.searchsorted(xs, target, side="right"))
-    if hi >= len(xs):
-        return float(ys[-1])
+    if hi >= len(xs):  # the target is the largest FAR: the spline's last knot interval
+        # is [x[-2], x[-1]]; where the largest FAR is repeated that interval is empty and old
+        # scipy's B-spline evaluates to 0 there (interp1d([0, 0, .5, 1, 1], [0, 1, 2, 3, 4],
+        # kind='slinear')(1.0) == 0.0 in scipy 1.5-1.8): the reference's threshold, kept
+        return float(ys[-1]) if len(xs) < 2 or xs[-2] < xs[-1] else 0.0
     if hi == 0:  # below every FAR (cannot happen: the FAR at threshold 0 is 0)
         return float(ys[0])
     lo = hi - 1
@@ -108,6 +127,11 @@ class VerificationResult:
     fold_scheme: str
     mean_angle_same: float
     mean_angle_diff: float
+    protocol: str = "insightface"
+    subtract_mean: bool = False
+    eer: float | None = None  # facenet protocol
+    precision: float | None = None
+    recall: float | None = None
     roc_fpr: list[float] = field(repr=False, default_factory=list)
     roc_tpr: list[float] = field(repr=False, default_factory=list)
     similarities: list[float] = field(repr=False, default_factory=list)  # cosine of each pair
@@ -131,22 +155,34 @@ def pair_distances(emb1: np.ndarray, emb2: np.ndarray, normalize: bool = True) -
     return ((a - b) ** 2).sum(1)
 
 
+PROTOCOLS = ("insightface", "facenet")
+DISTANCES = ("euclidean", "cosine")
+
+
 def evaluate_embeddings(emb1: np.ndarray, emb2: np.ndarray, issame: Sequence[bool], n_folds: int = 10,
                         metric: str = "cosine", far_targets: Sequence[float] = (1e-3, 1e-4),
-                        normalize: bool = True) -> VerificationResult:
-    """The 10-fold verification protocol on embeddings of the first and second image of each pair."""
+                        normalize: bool = True, protocol: str = "insightface", distance: str = "euclidean",
+                        subtract_mean: bool = False) -> VerificationResult:
+    """The 10-fold verification protocol on embeddings of the first and second image of each pair:
+    insightface's (``metric`` says how its threshold is reported) or, with ``protocol="facenet"``,
+    facenet's (``distance``, ``subtract_mean``; module docstring)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if metric not in ("cosine", "euclidean"):
         raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
     same = np.asarray(issame, dtype=bool)
-    dist = pair_distances(emb1, emb2, normalize)
-    if len(dist) != len(same):
-        raise ValueError(f"{len(dist)} embedding pairs for {len(same)} labels")
-    folds = fold_indices(len(dist), n_folds)
+    if len(emb1) != len(same) or len(emb2) != len(same):
+        raise ValueError(f"{len(emb1)}/{len(emb2)} embedding pairs for {len(same)} labels")
+    folds = fold_indices(len(same), n_folds)
     scheme = "insightface"
     if any(same[idx].all() or (~same[idx]).all() for idx in folds):
         folds, scheme = stratified_fold_indices(same, n_folds), "stratified"
+    if protocol == "facenet":
+        return _facenet(np.asarray(emb1, np.float64), np.asarray(emb2, np.float64), same, folds, scheme, distance,
+                        subtract_mean, far_targets)
+    dist = pair_distances(emb1, emb2, normalize)
     top = 4.0 if normalize else float(dist.max()) * 1.0001 + 1e-9
     thr = np.arange(0, 4, 0.01) * (top / 4.0)
 
@@ -186,4 +222,91 @@ def evaluate_embeddings(emb1: np.ndarray, emb2: np.ndarray, issame: Sequence[boo
         fold_accuracies=[float(a) for a in fold_acc], val_far=val_far, auc=auc, num_pairs=int(len(same)),
         metric=metric, fold_scheme=scheme, mean_angle_same=float(ang[same].mean()) if same.any() else float("nan"),
         mean_angle_diff=float(ang[~same].mean()) if (~same).any() else float("nan"),
+        roc_fpr=fpr.tolist(), roc_tpr=tpr.tolist(), similarities=cos.tolist())
+
+
+def facenet_distance(e1: np.ndarray, e2: np.ndarray, distance: str = "euclidean") -> np.ndarray:
+    """facenet's ``distance``: squared L2 (``euclidean``) or arccos(cosine similarity) / pi
+    (``cosine``), on the embeddings as given."""
+    if distance == "euclidean":
+        return np.sum(np.square(np.subtract(e1, e2)), 1)
+    if distance == "cosine":
+        sim = np.sum(np.multiply(e1, e2), axis=1) / (np.linalg.norm(e1, axis=1) * np.linalg.norm(e2, axis=1))
+        with np.errstate(invalid="ignore"):  # a rounding above 1 is NaN, as in facenet: never accepted
+            return np.arccos(sim) / np.pi
+    raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
+
+
+def _below(d: np.ndarray, s: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per threshold: same pairs and different pairs with ``d < t`` (``np.less``; NaN never)."""
+    return (np.searchsorted(np.sort(d[s]), thresholds, side="left"),
+            np.searchsorted(np.sort(d[~s]), thresholds, side="left"))
+
+
+def facenet_eer(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """``validate_on_lfw``'s EER, ``brentq(lambda x: 1 - x - interp1d(fpr, tpr)(x), 0, 1)``. Where
+    facenet fails (the ROC never leaves FPR 0, or never reaches FPR 1: the root is outside the
+    curve) the curve is completed with the accept-nothing point (0, 0) and the accept-all point
+    (1, 1), which some threshold always gives, and the root taken on that."""
+    from scipy import interpolate
+    from scipy.optimize import brentq
+
+    try:
+        f = interpolate.interp1d(fpr, tpr)
+        return float(brentq(lambda x: 1.0 - x - f(x), 0.0, 1.0))
+    except ValueError:
+        x, y = np.r_[0.0, fpr, 1.0], np.r_[0.0, tpr, 1.0]
+        order = np.argsort(x, kind="mergesort")
+        x, y = x[order], y[order]
+        return float(brentq(lambda q: 1.0 - q - np.interp(q, x, y), 0.0, 1.0))
+
+
+def _facenet(e1, e2, same, folds, scheme, distance, subtract_mean, far_targets) -> VerificationResult:
+    from sklearn import metrics
+
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
+    thr, thr_val = np.arange(0, 4, 0.01), np.arange(0, 4, 0.001)
+    n = len(same)
+    tprs, fprs = np.zeros((len(folds), len(thr))), np.zeros((len(folds), len(thr)))
+    acc, best_thr, prec, rec = (np.zeros(len(folds)) for _ in range(4))
+    vals = {t: ([], []) for t in far_targets}
+
+    def rates(tp, fp, s):  # calculate_accuracy's tpr, fpr (0 where a class is absent)
+        npos, nneg = int(s.sum()), int((~s).sum())
+        return (tp / npos if npos else np.zeros(len(tp))), (fp / nneg if nneg else np.zeros(len(fp)))
+
+    for f, test in enumerate(folds):
+        train = np.setdiff1d(np.arange(n), test)
+        mean = np.mean(np.concatenate([e1[train], e2[train]]), axis=0) if subtract_mean else 0.0
+        d = facenet_distance(e1 - mean, e2 - mean, distance)
+        s_tr, s_te = same[train], same[test]
+        tp, fp = _below(d[train], s_tr, thr)
+        b = int(np.argmax((tp + ((~s_tr).sum() - fp)) / len(train)))  # the first best, as np.argmax
+        tp, fp = _below(d[test], s_te, thr)
+        tprs[f], fprs[f] = rates(tp, fp, s_te)
+        acc[f] = (tp[b] + ((~s_te).sum() - fp[b])) / len(test)
+        best_thr[f] = thr[b]
+        prec[f] = tp[b] / (tp[b] + fp[b]) if tp[b] + fp[b] else 0.0
+        rec[f] = tp[b] / s_te.sum() if s_te.sum() else 0.0
+        ta, fa = _below(d[train], s_tr, thr_val)
+        far_train = fa / max(int((~s_tr).sum()), 1)
+        for target in far_targets:
+            t = _interp_threshold(far_train, thr_val, target)
+            pred = np.less(d[test], t)
+            vals[target][0].append((pred & s_te).sum() / max(int(s_te.sum()), 1))
+            vals[target][1].append((pred & ~s_te).sum() / max(int((~s_te).sum()), 1))
+    tpr, fpr = np.mean(tprs, 0), np.mean(fprs, 0)
+    cos = np.clip((l2_normalize(e1) * l2_normalize(e2)).sum(1), -1, 1)
+    ang = np.degrees(np.arccos(cos))
+    return VerificationResult(
+        accuracy=float(np.mean(acc)), accuracy_std=float(np.std(acc)), threshold=float(np.mean(best_thr)),
+        fold_accuracies=[float(a) for a in acc],
+        val_far={f"{t:.0e}": {"tar": float(np.mean(v)), "tar_std": float(np.std(v)), "far": float(np.mean(fa))}
+                 for t, (v, fa) in vals.items()},
+        auc=float(metrics.auc(fpr, tpr)), num_pairs=int(n), metric=distance, fold_scheme=scheme,
+        mean_angle_same=float(ang[same].mean()) if same.any() else float("nan"),
+        mean_angle_diff=float(ang[~same].mean()) if (~same).any() else float("nan"),
+        protocol="facenet", subtract_mean=bool(subtract_mean), eer=facenet_eer(fpr, tpr),
+        precision=float(np.mean(prec)), recall=float(np.mean(rec)),
         roc_fpr=fpr.tolist(), roc_tpr=tpr.tolist(), similarities=cos.tolist())
