@@ -104,12 +104,13 @@ def config_from_args(stage_name: str, a: argparse.Namespace, fixed: dict | None 
     from .stages import stage
 
     cls = stage(stage_name).config_class
+    hints = typing.get_type_hints(cls)
     over = _overrides(a.set)
     for f in dataclasses.fields(cls):
         v = getattr(a, f.name, None)
         if v is not None:
-            if isinstance(v, list) and len(v) == 1 and isinstance(v[0], list):
-                v = v[0]  # one YAML list given to a list option
+            if _kind(hints[f.name]) == "list" and isinstance(v, list) and len(v) == 1 and isinstance(v[0], list):
+                v = v[0]  # one YAML list given to a list option (several values); a YAML option is as given
             over[f.name] = v
     over.update(fixed or {})
     src = f"recface {a.verb}"

@@ -117,3 +117,16 @@ def test_bad_schedule_files_are_one_line_naming_file_and_line(tmp_path, text, me
 def test_missing_schedule_file(tmp_path):
     with pytest.raises(ConfigError, match=r"plan: .*nope.txt: no such schedule file"):
         parse_plan(str(tmp_path / "nope.txt"))
+
+
+def test_cli_plan_takes_a_yaml_list_or_a_schedule_file(tmp_path):
+    """--plan is one YAML value: a staged plan as before, or a schedule file's name."""
+    from recface_lib.cli import build_parser, config_from_args
+
+    f = tmp_path / "s.txt"
+    f.write_text("0: 0.1\n3: 0.01\n5: -1\n")
+    for arg, want in (("[[1, 0.01]]", [[1, 0.01]]), ("[[2, 0.1], [1, 0.01, true, 2]]", [[2, 0.1], [1, 0.01, True, 2]]),
+                      (str(f), str(f))):
+        a = build_parser().parse_args(["train", "--dataset", "d", "--output", "o", "--plan", arg])
+        assert config_from_args("train", a).plan == want, arg
+    assert parse_plan(str(f))[1].lr == 0.01 and [s.epochs for s in parse_plan(str(f))] == [2, 2]

@@ -26,6 +26,7 @@ class TrainConfig(StageConfig):
         "model": ("backbone", "input_size", "embd_shape", "dropout", "normalization", "pretrained", "sync_batchnorm"),
         "head": ("head", "margin", "scale", "head_params", "sample_rate"),
         "distillation": ("teacher", "distill_loss", "distill_center", "distill_weight", "head_weight"),
+        "auxiliary losses": ("center_loss_factor", "center_loss_alfa", "prelogits_norm_loss_factor", "prelogits_norm_p"),
         "plan": ("plan", "steps_per_epoch"),
         "optimisation": ("batch_size", "accumulate", "optimizer", "momentum", "nesterov", "epsilon", "weight_decay", "ema"),
         "devices": ("precision", "jit_compile", "strategy", "cpu_replicas", "deterministic", "seed"),
@@ -60,6 +61,13 @@ class TrainConfig(StageConfig):
                                   lo=0.0, hi=1e3)
     head_weight: float = param(0.0, "distillation: weight of the margin head's loss on the labels (0: no head; a "
                                     "plan stage may override it); without a teacher the head is the loss", lo=0.0, hi=1e3)
+    center_loss_factor: float = param(0.0, "facenet's center loss on the prelogits: its weight (0: none; facenet's "
+                                           "recipes 0.01-0.02; a plan stage may override it)", lo=0.0, hi=1e3)
+    center_loss_alfa: float = param(0.95, "center loss: centre update c -= (1 - alfa)(c - x) per sample; a class seen "
+                                         "more than 2 / (1 - alfa) times in a batch stops the run", lo=0.0, hi=0.999999)
+    prelogits_norm_loss_factor: float = param(0.0, "facenet's prelogits norm loss: its weight (0: none; facenet "
+                                                   "5e-4; a plan stage may override it)", lo=0.0, hi=1e3)
+    prelogits_norm_p: float = param(1.0, "prelogits norm loss: the p of the p-norm", lo=0.5, hi=16.0)
     plan: list | str = param(GUIDE_PLAN, "stages: (epochs, lr, val_save, val_per_epoch[, weight_decay]) or mappings; "
                                          "or a facenet schedule file ('epoch: lr' lines, -1 stops)")
     batch_size: int = param(256, "global batch size", lo=1, hi=1 << 20)

@@ -3,8 +3,10 @@
 i.e. (epochs, lr, val_save, val_per_epoch) per stage. A stage may also be a mapping with the
 optional keys ``weight_decay`` (overrides the run's), ``warmup_epochs`` (linear warm-up from 0),
 ``decay`` ('constant' | 'cosine' | 'step'), ``lr_end`` (cosine floor / step target) and
-``freeze_backbone`` (transfer learning: train only the head in this stage), and for distillation
-``distill_weight`` / ``head_weight`` (this stage's loss weights, overriding the run's).
+``freeze_backbone`` (transfer learning: train only the head in this stage), and the weight of any
+term of the objective by its field name (``train.terms``: ``head_weight`` and ``distill_weight``
+when distilling, ``center_loss_factor``, ``prelogits_norm_loss_factor``): this stage's weight,
+overriding the run's.
 
 ``plan`` may instead name a facenet schedule file (``read_schedule_file``): ``epoch: lr`` lines,
 converted into stages of one learning rate each.
@@ -15,13 +17,19 @@ ends with validation and a checkpoint."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 
 DECAYS = ("constant", "cosine", "step")
-STAGE_KEYS = ("epochs", "lr", "val_save", "val_per_epoch", "weight_decay", "warmup_epochs", "decay", "lr_end",
-              "freeze_backbone", "distill_weight", "head_weight")
+BASE_KEYS = ("epochs", "lr", "val_save", "val_per_epoch", "weight_decay", "warmup_epochs", "decay", "lr_end",
+             "freeze_backbone")
+
+
+def stage_keys() -> tuple[str, ...]:
+    from .terms import WEIGHT_FIELDS
+
+    return BASE_KEYS + WEIGHT_FIELDS
 
 
 @dataclass(frozen=True)
@@ -35,8 +43,7 @@ class Stage:
     decay: str = "constant"
     lr_end: float = 0.0
     freeze_backbone: bool = False
-    distill_weight: float | None = None
-    head_weight: float | None = None
+    weights: dict = field(default_factory=dict)  # objective term weight field -> this stage's weight
 
 
 def schedule_lr(entries: list[tuple[int, float]], epoch: int) -> float | None:
@@ -121,12 +128,13 @@ def parse_plan(plan, where: str = "plan") -> list[Stage]:
         raise ConfigError(f"{where}: expected a non-empty list of stages (epochs, lr, val_save, val_per_epoch) or a "
                           "facenet schedule file's name")
     out = []
+    keys = stage_keys()
     for i, st in enumerate(plan):
         w = f"{where}[{i}]"
         if isinstance(st, dict):
-            unknown = [k for k in st if k not in STAGE_KEYS]
+            unknown = [k for k in st if k not in keys]
             if unknown:
-                raise ConfigError(f"{w}: unknown key(s) {', '.join(map(repr, unknown))}; valid: {', '.join(STAGE_KEYS)}")
+                raise ConfigError(f"{w}: unknown key(s) {', '.join(map(repr, unknown))}; valid: {', '.join(keys)}")
             d = dict(st)
         elif isinstance(st, (list, tuple)) and 2 <= len(st) <= 5:
             d = dict(zip(("epochs", "lr", "val_save", "val_per_epoch", "weight_decay"), st))
@@ -140,15 +148,16 @@ def parse_plan(plan, where: str = "plan") -> list[Stage]:
                       weight_decay=None if d.get("weight_decay") is None else float(d["weight_decay"]),
                       warmup_epochs=float(d.get("warmup_epochs", 0.0)), decay=str(d.get("decay", "constant")),
                       lr_end=float(d.get("lr_end", 0.0)), freeze_backbone=bool(d.get("freeze_backbone", False)),
-                      **{k: None if d.get(k) is None else float(d[k]) for k in ("distill_weight", "head_weight")})
+                      weights={k: float(d[k]) for k in keys[len(BASE_KEYS):] if d.get(k) is not None})
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{w}: {e}") from e
         from ..config import check_number
 
         for k, lo, hi in (("epochs", 0, 1e6), ("lr", 0, 10.0), ("val_per_epoch", 1, 1e6), ("weight_decay", 0, 1.0),
-                          ("warmup_epochs", 0, 1e6), ("lr_end", 0, 10.0), ("distill_weight", 0, 1e3),
-                          ("head_weight", 0, 1e3)):
+                          ("warmup_epochs", 0, 1e6), ("lr_end", 0, 10.0)):
             check_number(f"{w}.{k}", getattr(s, k), lo, hi)
+        for k, v in s.weights.items():
+            check_number(f"{w}.{k}", v, 0, 1e3)
         if s.epochs <= 0:
             raise ConfigError(f"{w}: need epochs > 0, got {st!r}")
         if s.decay not in DECAYS:

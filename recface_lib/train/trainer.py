@@ -115,7 +115,7 @@ class TrainRun:
         import keras
         import tensorflow as tf
 
-        from ..models.build import build_backbone, build_head, build_train_model, head_name
+        from ..models.build import build_backbone
         from .optim import make_optimizer
         from .strategy import make_strategy, resolve_precision
 
@@ -128,29 +128,20 @@ class TrainRun:
         # notebook kernel, a sweep, the test suite) left on: Keras turns XLA off under it
         from tensorflow.python.framework import config as tf_config
         (tf_config.enable_op_determinism if cfg.deterministic else tf_config.disable_op_determinism)()
-        name = head_name(cfg.head)
+        from .terms import active_terms, build_objective_model
+
         with self.strategy.scope():
             self.backbone = build_backbone(cfg.backbone, cfg.input_size, cfg.embd_shape, cfg.dropout, cfg.sync_batchnorm)
-            use_head = self.teacher is None or any(w > 0 for w in self.loss_weights()[1])
-            self.head = (build_head(name, int(self.meta["num_classes"]), cfg.scale, cfg.margin, **cfg.head_params)
-                         if use_head else None)
+            self.terms = active_terms(self)
+            for t in self.terms:
+                t.build(self.backbone, self.strategy.num_replicas_in_sync)
+            self.head = next((t.head for t in self.terms if t.name == "margin"), None)
             self.optimizer = make_optimizer(cfg.optimizer, plan_lr_schedule(self.plan, cfg.accumulate), cfg.weight_decay,
                                             cfg.momentum, cfg.nesterov, ema=cfg.ema, accumulate=cfg.accumulate,
                                             epsilon=cfg.epsilon)
-            if self.teacher is None:
-                if cfg.sample_rate < 1.0:  # Partial FC: logits [target | sampled], the target at column 0
-                    from ..models.partial_fc import PartialFC
-                    self.head = PartialFC(self.head, cfg.sample_rate, cfg.seed, name="partial_fc")
-                self.model = build_train_model(self.backbone, self.head)
-                self.model.compile(optimizer=self.optimizer,
-                                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                                   jit_compile=cfg.jit_compile)
-            else:
-                from .distill import build_distill_model
-                self.model = build_distill_model(self.backbone, self.head, int(self.meta["_teacher"]["dim"]),
-                                                 cfg.distill_loss)
-                self.model.compile(optimizer=self.optimizer, jit_compile=cfg.jit_compile)
+            self.model = build_objective_model(self.backbone, self.terms,
+                                               {"teacher": int(self.meta["_teacher"]["dim"])} if self.teacher else {})
+            self.model.compile(optimizer=self.optimizer, jit_compile=cfg.jit_compile)
             self.model.optimizer.build(self.model.trainable_variables)
         if self.multi_worker:
             from .strategy import keras_multi_worker
@@ -164,11 +155,9 @@ class TrainRun:
             self.validators.append(PairSetValidator(v, cfg.input_size, cfg.val_flip))
         return self
 
-    def loss_weights(self) -> tuple[list[float], list[float]]:
-        """(distill weight, head weight) of every plan stage (a stage's own, else the run's)."""
-        c = self.cfg
-        return ([c.distill_weight if st.distill_weight is None else st.distill_weight for st in self.stages],
-                [c.head_weight if st.head_weight is None else st.head_weight for st in self.stages])
+    def stage_weights(self) -> dict[str, list[float]]:
+        """Each term's weight in every plan stage (a stage's own, else the run's)."""
+        return {t.name: t.stage_weights(self.cfg, self.stages) for t in self.terms}
 
     def load_pretrained(self, src: str):
         p = Path(src)
@@ -285,8 +274,9 @@ class TrainRun:
         row = {"stage": si + 1, "epoch": round(self.plan.epoch_of(si, seg), 4), "global_step": step,
                "lr": self.plan.lr_at(max(step - 1, 0)), "loss": float(logs.get("loss", math.nan)),
                "accuracy": float(logs.get("accuracy", math.nan)), "time_s": round(time.time() - self.t0, 1)}
-        if "cosine" in logs:  # distillation: mean cosine between the student and the teacher
-            row["cosine"] = float(logs["cosine"])
+        for m in [m for t in self.terms for m in t.metrics()] + list(self.model.loss_parts.values()):
+            if m.name in logs and m.name not in row:  # each term's own (distillation's cosine to the teacher, ...)
+                row[m.name] = float(logs[m.name])
         with self.averaged():
             for v in self.validators:
                 res = v(self.embedder())
@@ -330,10 +320,8 @@ class TrainRun:
             opts = tf.data.Options()
             opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
             ds = ds.with_options(opts)
-        if self.teacher is not None:
+        if self.teacher is not None:  # a term needs the teacher's targets (the data carries them)
             return ds.map(lambda x, y, t: ((x, y, t), y))
-        if c.sample_rate < 1.0:
-            return ds.map(lambda x, y: ((x, y), tf.zeros_like(y)))
         return ds.map(lambda x, y: ((x, y), y))
 
     def fit(self):
@@ -351,10 +339,8 @@ class TrainRun:
                 si, seg, done = self.plan.position(self.global_step)
                 st = self.stages[si]
                 set_weight_decay(self.model.optimizer, self.cfg.weight_decay if st.weight_decay is None else st.weight_decay)
-                if self.teacher is not None:
-                    dw, hw = self.loss_weights()
-                    self.model.distill_weight.assign(dw[si])
-                    self.model.head_weight.assign(hw[si])
+                for name, ws in self.stage_weights().items():
+                    self.model.term_weights[name].assign(ws[si])
                 if self.backbone.trainable == st.freeze_backbone:
                     self.backbone.trainable = not st.freeze_backbone
                     # retrace: the trainable variables differ. Nothing else a stage changes is in
@@ -375,6 +361,11 @@ class TrainRun:
                     self.stop_nonfinite(e.step, e.what)
                 except tf.errors.OpError as e:
                     from .strategy import peer_lost
+                    from .terms.center import divergence_message
+                    msg = divergence_message(str(e), self.cfg.center_loss_alfa)
+                    if msg:  # the center loss' guard: one line, the rule and the cure
+                        raise TrainingError(f"{self.out}: at step {self.global_step}: {msg}; newest checkpoint: "
+                                            f"{find_latest(*self.ckpt_roots()) or 'none yet'}") from None
                     if self.multi_worker and peer_lost(e):
                         raise TrainingError(
                             f"{self.out}: another worker stopped at step {self.global_step} ({type(e).__name__}); "
@@ -389,9 +380,11 @@ class TrainRun:
 
     def describe(self) -> str:
         c = self.cfg
+        extra = "".join(f"+{t.name}" for t in self.terms if t.name not in ("margin", "distill"))
         if self.teacher is None:
-            return f"train {c.backbone}+{c.head}"
-        return f"distil {c.backbone} from {self.meta['_teacher']['teacher']}" + (f" (+{c.head})" if self.head is not None else "")
+            return f"train {c.backbone}+{c.head}{extra}"
+        return (f"distil {c.backbone} from {self.meta['_teacher']['teacher']}" + (f" (+{c.head})" if self.head is not None
+                else "") + extra)
 
     def stop_nonfinite(self, step: int, what: str):
         from .checkpoint import find_latest
