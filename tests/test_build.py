@@ -219,3 +219,46 @@ def test_im2rec_rec_converts_builds_and_scans(lfw_dir, tmp_path):
 
     s = last_json(run_cli("scan", str(rec), "--json"))
     assert (s["classes"], s["images"], s["min_per_class"], s["max_per_class"]) == (4, 32, 8, 8)
+
+
+def test_facenet_normalisations_and_rotation(lfw10_build):
+    """facenet's input scalings (#23), the same in the pipeline (TensorFlow) and in production
+    (NumPy, embedders.model.preprocess): fixed standardisation (x - 127.5) / 128 and per-image
+    prewhitening as facenet's ``prewhiten`` wrote it; the random rotation turns about the centre and
+    keeps deterministic batches deterministic."""
+    import tensorflow as tf
+
+    from recface_lib.data.input_pipeline import Augmentation, make_dataset, normalize, rotate_image
+    from recface_lib.embedders.model import preprocess
+
+    def facenet_prewhiten(x):  # facenet/src/facenet.py
+        mean = np.mean(x)
+        std = np.std(x)
+        std_adj = np.maximum(std, 1.0 / np.sqrt(x.size))
+        return np.multiply(np.subtract(x, mean), 1 / std_adj)
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (3, 20, 20, 3)).astype(np.uint8)
+    imgs[2] = 77  # a flat image: facenet's floor 1 / sqrt(size) keeps it finite
+    pre = preprocess(list(imgs), 20, "prewhiten")
+    for i in range(3):
+        want = facenet_prewhiten(imgs[i].astype(np.float64))
+        np.testing.assert_allclose(pre[i], want, atol=1e-4)
+        tf_one = normalize(tf.constant(imgs[i] / 255.0, tf.float32), "prewhiten").numpy()
+        np.testing.assert_allclose(tf_one, want, atol=1e-4)
+    np.testing.assert_allclose(preprocess(list(imgs), 20, "fixed_standardization"),
+                               (imgs.astype(np.float64) - 127.5) / 128.0, atol=1e-5)
+    # rotation: 0 degrees is the identity; 90 degrees of a square image is np.rot90 (counter-clockwise on screen)
+    img = tf.constant(rng.random((9, 9, 3)), tf.float32)
+    np.testing.assert_allclose(rotate_image(img, tf.constant(0.0)).numpy(), img.numpy(), atol=1e-6)
+    r90 = rotate_image(img, tf.constant(np.pi / 2, tf.float32)).numpy()
+    np.testing.assert_allclose(r90, np.rot90(img.numpy(), 1), atol=1e-5)
+    _, out = lfw10_build
+    kw = dict(batch_size=4, image_size=64, augment=Augmentation.from_dict({"random_rotate": 10.0}), deterministic=True,
+              seed=1, shuffle_buffer=16, normalization="prewhiten")
+    a, b = next(iter(make_dataset(out, **kw))), next(iter(make_dataset(out, **kw)))
+    assert np.array_equal(a[0].numpy(), b[0].numpy())
+    plain = next(iter(make_dataset(out, **{**kw, "augment": Augmentation()})))
+    assert not np.allclose(a[0].numpy(), plain[0].numpy())  # it rotated
+    x = a[0].numpy().reshape(4, -1)
+    np.testing.assert_allclose(x.mean(1), 0, atol=1e-3)  # prewhitened per image

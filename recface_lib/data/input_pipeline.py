@@ -17,13 +17,20 @@ from ..config import StageConfig, param
 from ..errors import ConfigError
 from .tfrecord import check_shards, load_metadata
 
-NORMALIZATIONS = ("-1:1", "0:1", "-0.99:0.99", "0:255")
+NORMALIZATIONS = ("-1:1", "0:1", "-0.99:0.99", "0:255", "fixed_standardization", "prewhiten")
 
 
 def normalize(x, mode: str):
-    """x: float image in [0, 1] -> the model's input range."""
+    """x: float image(s) in [0, 1] (an image HxWxC or a batch, NumPy or TensorFlow) -> the model's
+    input. facenet's two: ``fixed_standardization`` (255 x - 127.5) / 128, and ``prewhiten``,
+    per image (y - mean(y)) / max(std(y), 1 / sqrt(y.size)) of y = 255 x over all its pixels and
+    channels (facenet's ``prewhiten``; its floor is in 0-255 units, as facenet computed it)."""
     if mode == "-1:1":
         return x * 2.0 - 1.0
+    if mode == "fixed_standardization":
+        return (x * 255.0 - 127.5) / 128.0
+    if mode == "prewhiten":
+        return _prewhiten(x * 255.0)
     if mode == "0:1":
         return x
     if mode == "-0.99:0.99":
@@ -31,6 +38,21 @@ def normalize(x, mode: str):
     if mode == "0:255":
         return x * 255.0
     raise ConfigError(f"normalization: unknown {mode!r}; valid: {', '.join(NORMALIZATIONS)}")
+
+
+def _prewhiten(y):
+    axes = (-3, -2, -1)
+    if isinstance(y, np.ndarray):
+        mean = y.mean(axis=axes, keepdims=True)
+        std = y.std(axis=axes, keepdims=True)
+        floor = 1.0 / np.sqrt(np.prod(y.shape[-3:]))
+        return (y - mean) / np.maximum(std, floor)
+    import tensorflow as tf
+
+    mean = tf.reduce_mean(y, axis=axes, keepdims=True)
+    std = tf.math.reduce_std(y, axis=axes, keepdims=True)
+    floor = 1.0 / tf.sqrt(tf.cast(tf.reduce_prod(tf.shape(y)[-3:]), y.dtype))
+    return (y - mean) / tf.maximum(std, floor)
 
 
 @dataclass
@@ -42,11 +64,30 @@ class Augmentation(StageConfig):
     color_jitter: float = param(0.0, "brightness/contrast/saturation jitter strength (0-1)")
     random_erasing: float = param(0.0, "probability of erasing a random box")
     low_res: float = param(0.0, "probability of low-resolution augmentation (AdaFace)")
+    random_rotate: float = param(0.0, "random rotation, uniform in +-N degrees about the centre (facenet: 10; 0: none)",
+                                 lo=0.0, hi=180.0)
 
     def validate(self, where=""):
         for k in ("color_jitter", "random_erasing", "low_res"):
             if not 0.0 <= getattr(self, k) <= 1.0:
                 raise ConfigError(f"{where}{k}: must be in [0, 1], got {getattr(self, k)}")
+
+
+def rotate_image(img, angle):
+    """``img`` (HxWxC float) rotated by ``angle`` radians about its centre, counter-clockwise as
+    shown (90 degrees is ``np.rot90``), bilinear, zeros outside (facenet rotated with scipy's
+    imrotate, bicubic)."""
+    import tensorflow as tf
+
+    h, w = tf.cast(tf.shape(img)[0], tf.float32), tf.cast(tf.shape(img)[1], tf.float32)
+    c, s_ = tf.cos(angle), tf.sin(angle)
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    # output pixel (x, y) reads input (c x - s y + tx, s x + c y + ty): a rotation about the centre
+    transform = tf.stack([c, -s_, cx - c * cx + s_ * cy, s_, c, cy - s_ * cx - c * cy, 0.0, 0.0])
+    out = tf.raw_ops.ImageProjectiveTransformV3(images=img[tf.newaxis], transforms=transform[tf.newaxis],
+                                                output_shape=tf.shape(img)[:2], fill_value=0.0,
+                                                interpolation="BILINEAR", fill_mode="CONSTANT")
+    return out[0]
 
 
 def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True, image_size: int = 112,
@@ -65,6 +106,7 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
     a = augment or Augmentation()
     train_crop, flip, color_jitter, random_erasing, low_res = (a.train_crop, a.flip, a.color_jitter,
                                                                a.random_erasing, a.low_res)
+    random_rotate = float(a.random_rotate)
     if normalization not in NORMALIZATIONS:
         raise ConfigError(f"normalization: unknown {normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
     meta = load_metadata(path)
@@ -117,6 +159,10 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
                 img = tf.image.stateless_random_crop(img, [size, size, 3], seeds[1])
             else:
                 img = tf.image.resize(img, [size, size]) if meta.get("image_size") != [size, size] else img
+            if random_rotate > 0:  # its own seed: the other augmentations draw what they drew before
+                a = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(s, 8),
+                                                -random_rotate, random_rotate) * (np.pi / 180.0)
+                img = rotate_image(img, a)
             if flip:
                 flipped = tf.random.stateless_uniform([], seeds[2]) < 0.5
                 img = tf.cond(flipped, lambda: tf.image.flip_left_right(img), lambda: img)
