@@ -58,19 +58,20 @@ def representative_faces(run: Path, spec: dict, folder: str | Path | None, count
     from .data.tfrecord import check_shards, load_metadata, parse_example, read_records
 
     ds = spec.get("dataset")
-    if not ds or not (Path(ds) / "metadata.json").is_file():
+    parts = ds if isinstance(ds, list) else [ds]  # several build outputs trained as one: their union
+    if not ds or not all((Path(d) / "metadata.json").is_file() for d in parts):
         raise ConfigError(f"representative: the run's dataset {ds} is gone; give a folder of aligned faces "
                           "(representative) to calibrate int8 on")
     meta = load_metadata(ds)
     shards = check_shards(meta)
     per = max(1, -(-count // len(shards)))
     faces = []
-    for sh in shards:
+    for sh, info in zip(shards, meta["shards"]):
         for i, rec in enumerate(read_records(sh)):
             if i >= per:
                 break
             data = bytes(parse_example(rec)["image"])
-            if meta.get("image_storage") == "path":
+            if info.get("by_path", meta.get("image_storage") == "path"):
                 data = Path(data.decode()).read_bytes()
             faces.append(decode_image(data, f"{sh} record {i}"))
     return faces[:count], f"{ds} (training shards)"

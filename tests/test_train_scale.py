@@ -114,3 +114,48 @@ def test_facenet_recipe_parts_train_softmax_adam_and_a_schedule_file(ds, tmp_pat
     assert json.loads((tmp_path / "run" / "model.json").read_text())["head"] == "Softmax"
     man = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert man["summary"]["plan"]["stages"] == [[1, 0.01], [1, 0.001]]
+
+
+def test_two_builds_train_as_one_dataset(friends_dir, tmp_path):
+    """facenet's --data_dir a:b (#23): two build outputs as one dataset; the second part's labels are
+    shifted past the first's classes (every record's label, counted), class and sample counts add
+    up, each part is recorded in model.json; parts with different preprocessing are refused."""
+    import collections
+    import json
+    import shutil
+
+    from recface_lib.build import build
+    from recface_lib.data.input_pipeline import make_dataset
+    from recface_lib.data.tfrecord import load_metadata
+    from recface_lib.errors import ConfigError
+
+    people = sorted((friends_dir / "train").iterdir())
+    parts = []
+    for k, group in enumerate((people[:3], people[3:5])):
+        src = tmp_path / f"src{k}"
+        src.mkdir()
+        for person in group:  # symlinks: the photos stay in ../shared
+            (src / person.name).symlink_to(person, target_is_directory=True)
+        build({"input": str(src), "output": str(tmp_path / f"part{k}"), "shards": 2}, show_progress=False)
+        parts.append(str(tmp_path / f"part{k}"))
+
+    def labels(path):
+        return [int(y) for _, ys in make_dataset(path, 16, training=False, image_size=32) for y in ys.numpy()]
+
+    a, b, both = labels(parts[0]), labels(parts[1]), labels(parts)
+    assert collections.Counter(both) == collections.Counter(a) + collections.Counter(x + 3 for x in b)
+    meta = load_metadata(parts)
+    assert meta["num_classes"] == 5 and meta["num_samples"] == len(a) + len(b) == 100
+    assert meta["class_names"] == [p.name for p in people[:5]]
+    res = _train(parts[0], tmp_path / "run", dataset=parts, plan=[[1, 0.05]], steps_per_epoch=3, checkpoint_every=0)
+    assert res["global_step"] == 3 and res["num_classes"] == 5
+    spec = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert spec["dataset"] == parts and [p["label_offset"] for p in spec["datasets"]] == [0, 3]
+    assert [p["num_samples"] for p in spec["datasets"]] == [60, 40] and all(len(p["key"]) == 16 for p in spec["datasets"])
+    other = tmp_path / "other"
+    shutil.copytree(parts[1], other)
+    m = json.loads((other / "metadata.json").read_text())
+    m["preprocessing"] = {"size": 96, "detector": "dlib_hog"}
+    (other / "metadata.json").write_text(json.dumps(m))
+    with pytest.raises(ConfigError, match=r"dataset: .*part0 and .*other were made with different preprocessing"):
+        _train(parts[0], tmp_path / "run2", dataset=[parts[0], str(other)])

@@ -114,10 +114,17 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
     if not shards:
         raise ConfigError(f"{path}: the dataset has no training shards")
     by_path = meta.get("image_storage") == "path"
+    union = "_parts" in meta  # several build outputs as one (tfrecord.union_metadata)
     repeat = training if repeat is None else repeat
     auto = tf.data.AUTOTUNE
 
-    if teacher is None:
+    if union:
+        if teacher is not None:
+            raise ConfigError("dataset: distillation reads one build output (its teacher's embeddings are per record)")
+        files = tf.data.Dataset.from_tensor_slices(
+            (shards, [int(s["label_offset"]) for s in meta["shards"]], [bool(s["by_path"]) for s in meta["shards"]]))
+        read = lambda f, o, b: tf.data.TFRecordDataset(f).map(lambda r: (r, o, b))  # noqa: E731
+    elif teacher is None:
         files = tf.data.Dataset.from_tensor_slices(shards)
         read = tf.data.TFRecordDataset
     else:  # each record with its row in the teacher's arrays: shard offset + position in the shard
@@ -143,10 +150,17 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
     n_classes = int(meta["num_classes"])
 
     def load(i, item):
-        row, rec = item if teacher is not None else (None, item)
+        offset = 0
+        if union:
+            (rec, offset, from_path), row = item, None
+        else:
+            row, rec = item if teacher is not None else (None, item)
         flipped = tf.constant(False)
         ex = tf.io.parse_single_example(rec, spec)
-        data = tf.io.read_file(ex["image"]) if by_path else ex["image"]
+        if union:
+            data = tf.cond(from_path, lambda: tf.io.read_file(ex["image"]), lambda: ex["image"])
+        else:
+            data = tf.io.read_file(ex["image"]) if by_path else ex["image"]
         img = tf.io.decode_image(data, channels=3, expand_animations=False)
         img.set_shape([None, None, 3])
         img = tf.image.convert_image_dtype(img, tf.float32)  # [0, 1]
@@ -188,7 +202,7 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
         else:
             img = tf.image.resize(img, [size, size]) if meta.get("image_size") != [size, size] else img
         img = tf.clip_by_value(tf.ensure_shape(img, [size, size, 3]), 0.0, 1.0)  # resizes may overshoot
-        label = tf.cast(ex["label"], tf.int32)
+        label = tf.cast(ex["label"], tf.int32) + tf.cast(offset, tf.int32)
         # a label outside metadata.json's classes fails here on every device (a GPU's loss would
         # silently give NaN); the trainer names the shard (tfrecord.data_error)
         tf.debugging.assert_less(label, n_classes, message="label outside the classes of metadata.json")

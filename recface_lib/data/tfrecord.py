@@ -170,7 +170,11 @@ def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
 
 
 # -- metadata and shard checks ---------------------------------------------------------------------
-def load_metadata(path: str | os.PathLike) -> dict:
+def load_metadata(path) -> dict:
+    """A build output's metadata.json (``_dir`` added), or, for a list of them, their union
+    (``union_metadata``)."""
+    if isinstance(path, (list, tuple)):
+        return union_metadata(path)
     p = Path(path)
     mp = p / "metadata.json" if p.is_dir() else p
     if not mp.is_file():
@@ -184,6 +188,44 @@ def load_metadata(path: str | os.PathLike) -> dict:
             raise FormatError(f"{mp}: missing key {k!r}")
     meta["_dir"] = str(mp.parent)
     return meta
+
+
+def union_metadata(paths) -> dict:
+    """Several build outputs trained as one dataset (facenet's ``--data_dir a:b``): records are the
+    union, each part's labels shifted past the classes of the parts before it (``label_offset``
+    on every shard, shard names made absolute), class and sample counts added up, each part's
+    path, content key and counts in ``_parts``. Parts must share the preprocessing contract (else
+    one line naming both) and be labelled."""
+    from ..errors import ConfigError
+
+    if len(paths) == 1:
+        return load_metadata(paths[0])
+    if not paths:
+        raise ConfigError("dataset: an empty list; give a build output, or several")
+    parts = [load_metadata(p) for p in paths]
+    first = parts[0].get("preprocessing")
+    shards, names, parts_info, offset = [], [], [], 0
+    for path, m in zip(paths, parts):
+        if m.get("preprocessing") != first:
+            keys = sorted(k for k in set(first or {}) | set(m.get("preprocessing") or {})
+                          if (first or {}).get(k) != (m.get("preprocessing") or {}).get(k))
+            raise ConfigError(f"dataset: {paths[0]} and {path} were made with different preprocessing "
+                              f"({', '.join(keys) or 'one has none'}): train one model on data aligned the same way")
+        if not m.get("labelled", True):
+            raise ConfigError(f"dataset: {path} is unlabelled; only labelled build outputs are trained as one")
+        d = Path(m["_dir"])
+        by_path = m.get("image_storage") == "path"
+        shards += [{**sh, "name": str(d / sh["name"]), "label_offset": offset, "by_path": by_path} for sh in m["shards"]]
+        n = int(m["num_classes"])
+        names += list(m.get("class_names") or [f"{Path(path).name}/{i}" for i in range(n)])
+        parts_info.append({"path": str(path), "key": dataset_key(m), "num_classes": n,
+                           "num_samples": int(m["num_samples"]), "label_offset": offset})
+        offset += n
+    sizes = {tuple(m.get("image_size") or ()) for m in parts}
+    return {"num_samples": sum(x["num_samples"] for x in parts_info), "num_classes": offset, "shards": shards,
+            "class_names": names, "preprocessing": first, "labelled": True,
+            "image_size": list(sizes.pop()) if len(sizes) == 1 and () not in sizes else None,
+            "_dir": parts[0]["_dir"], "_parts": parts_info}
 
 
 def dataset_key(meta: dict) -> str:

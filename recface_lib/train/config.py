@@ -33,7 +33,8 @@ class TrainConfig(StageConfig):
         "checkpoints": ("checkpoint_every", "keep_checkpoints", "copy_to", "resume", "tensorboard"),
     }
 
-    dataset: str = param("", "build output folder (metadata.json + shards)", role="input")
+    dataset: str | list = param("", "build output folder (metadata.json + shards), or a list of them trained as one "
+                                    "dataset (labels offset per part, the same preprocessing required)", role="input")
     output: str = param("", "run folder: checkpoints, history, curves, best and final weights", role="output")
     backbone: str = choice("MobileFaceNetV2", tuple(BACKBONES), "backbone network")
     input_size: int = param(112, "input side in pixels", lo=32, hi=1024)

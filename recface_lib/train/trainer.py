@@ -62,7 +62,8 @@ def model_spec(cfg: TrainConfig, meta: dict) -> dict:
             | {"loss": cfg.distill_loss, "centred": cfg.distill_center, "embeddings": str(cfg.teacher)},
             "dropout": cfg.dropout, "normalization": cfg.normalization, "color_order": "RGB",
             "head": head_name(cfg.head), "head_params": cfg.head_params, "num_classes": int(meta["num_classes"]),
-            "class_names": meta.get("class_names"), "dataset": str(cfg.dataset),
+            "class_names": meta.get("class_names"), "dataset": cfg.dataset if isinstance(cfg.dataset, list) else str(cfg.dataset),
+            "datasets": meta.get("_parts"),
             "preprocessing": model_contract(cfg, meta)}
 
 
@@ -426,7 +427,8 @@ class TrainRun:
                    "curves": str(self.out / "curves.png") if self.history else None,
                    "num_classes": spec["num_classes"], "precision": self.precision, "jit_compile": bool(self.model.jit_compile), "ema": self.cfg.ema,
                    "effective_batch": self.cfg.batch_size * self.cfg.accumulate}
-        write_manifest(self.out, "train", self.cfg.to_dict(), {"dataset": Path(self.cfg.dataset) / "metadata.json"},
+        data = self.cfg.dataset if isinstance(self.cfg.dataset, list) else [self.cfg.dataset]
+        write_manifest(self.out, "train", self.cfg.to_dict(), {"dataset": [Path(d) / "metadata.json" for d in data]},
                        {"global_step": self.global_step}, spec["preprocessing"], summary=summary)
         return summary
 
