@@ -78,6 +78,12 @@ def test_validation_best_copy_to_and_transfer(ds, tmp_path):
     assert set(r1["best"]) == {"test"} and 0.0 <= r1["best"]["test"]["accuracy"] <= 1.0
     assert (run / "best" / "test.weights.h5").is_file()
     assert "val_test" in (run / "history.csv").read_text().splitlines()[0]
+    # the mean of the last (up to 10) validations, facenet's wiki's figure to compare settings by
+    import csv
+
+    import pytest
+    accs = [float(r["val_test"]) for r in csv.DictReader((run / "history.csv").read_text().splitlines())]
+    assert len(accs) == 2 and r1["validation_last10"]["test"] == {"mean": pytest.approx(sum(accs) / 2), "of": 2}
     assert sorted(p.name for p in drive.glob("ckpt-*"))[-1] == "ckpt-000000004"
 
     # the local runtime is lost: the plan is extended and resumes from the Drive copy

@@ -423,6 +423,7 @@ class TrainRun:
         summary |= {"final_weights": str(final), "plan": plan, "resumed_from": self.resumed_from,
                    "loss": last.get("loss"), "accuracy": last.get("accuracy"),
                    "validation": {k[4:]: v for k, v in last.items() if k.startswith("val_") and not k.endswith("_std")},
+                   "validation_last10": last_mean(self.history),
                    "best": self.best, "history": str(self.out / "history.csv"),
                    "curves": str(self.out / "curves.png") if self.history else None,
                    "num_classes": spec["num_classes"], "precision": self.precision, "jit_compile": bool(self.model.jit_compile), "ema": self.cfg.ema,
@@ -431,6 +432,18 @@ class TrainRun:
         write_manifest(self.out, "train", self.cfg.to_dict(), {"dataset": [Path(d) / "metadata.json" for d in data]},
                        {"global_step": self.global_step}, spec["preprocessing"], summary=summary)
         return summary
+
+
+def last_mean(history: list[dict], n: int = 10) -> dict:
+    """Each pair set's mean accuracy over its last ``n`` validations (facenet's wiki compares
+    settings by it: one evaluation is noisy)."""
+    keys = [k for k in (history[-1] if history else {}) if k.startswith("val_") and not k.endswith("_std")]
+    out = {}
+    for k in keys:
+        vals = [r[k] for r in history if isinstance(r.get(k), (int, float))][-n:]
+        if vals:
+            out[k[4:]] = {"mean": sum(vals) / len(vals), "of": len(vals)}
+    return out
 
 
 RUN_MEMBERS = ("checkpoints", "best", "final", "tensorboard", "history.csv", "curves.png", "model.json", "manifest.json")
