@@ -160,7 +160,7 @@ def _sample_values(cls):
             vals[f.name] = tp(v) if v != default else tp(lo if lo != default else hi)
             if name_needs_16(f.name) and 0 < vals[f.name] < 16:
                 vals[f.name] = 16 + step * 4
-        elif tp is str:
+        elif tp is str or str in typing.get_args(tp):  # a path, or a path or a list of them
             vals[f.name] = f"some/{f.name}"
     return vals
 
@@ -176,7 +176,8 @@ def test_yaml_cli_and_notebook_give_the_same_config(name, tmp_path):
     extra = {"convert": {"mode": "pairs2bin"}, "build": {"test_split": 0.0, "contract_file": "", "unlabelled": False},
              "train": {"head": "ArcFace", "precision": "float32", "cpu_replicas": 0, "jit_compile": False,
                        "plan": [[2, 0.1, True, 2], {"epochs": 1, "lr": 0.01, "decay": "cosine"}],
-                       "head_params": {"easy_margin": True}, "sample_rate": 1.0},
+                       "head_params": {"easy_margin": True}, "sample_rate": 1.0,
+                           "dataset": ["some/a", "some/b"]},  # several build outputs as one
              "evaluate": {"folds": [1, 10], "models": ["dlib_resnet", "runs/x"], "pair_sets": ["a.bin"]},
              "export": {"formats": ["onnx", "tflite"]}, "compare": {"runs": ["runs/a", "runs/b"]}}.get(name, {})
     vals.update(extra)
