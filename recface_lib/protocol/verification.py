@@ -155,6 +155,13 @@ def pair_distances(emb1: np.ndarray, emb2: np.ndarray, normalize: bool = True) -
     return ((a - b) ** 2).sum(1)
 
 
+def _mean_angles(cos: np.ndarray, same: np.ndarray) -> dict:
+    """The mean angle in degrees of the same pairs and of the different pairs (NaN for none)."""
+    ang = np.degrees(np.arccos(cos))
+    return {"mean_angle_same": float(ang[same].mean()) if same.any() else float("nan"),
+            "mean_angle_diff": float(ang[~same].mean()) if (~same).any() else float("nan")}
+
+
 PROTOCOLS = ("insightface", "facenet")
 DISTANCES = ("euclidean", "cosine")
 
@@ -216,12 +223,10 @@ def evaluate_embeddings(emb1: np.ndarray, emb2: np.ndarray, issame: Sequence[boo
     auc = float(roc_auc_score(same, score)) if 0 < same.sum() < len(same) else float("nan")
     cos = np.clip(1.0 - dist / 2.0, -1.0, 1.0) if normalize else np.clip(
         (l2_normalize(emb1) * l2_normalize(emb2)).sum(1), -1, 1)
-    ang = np.degrees(np.arccos(cos))
     return VerificationResult(
         accuracy=float(fold_acc.mean()), accuracy_std=float(fold_acc.std()), threshold=best_thr,
         fold_accuracies=[float(a) for a in fold_acc], val_far=val_far, auc=auc, num_pairs=int(len(same)),
-        metric=metric, fold_scheme=scheme, mean_angle_same=float(ang[same].mean()) if same.any() else float("nan"),
-        mean_angle_diff=float(ang[~same].mean()) if (~same).any() else float("nan"),
+        metric=metric, fold_scheme=scheme, **_mean_angles(cos, same),
         roc_fpr=fpr.tolist(), roc_tpr=tpr.tolist(), similarities=cos.tolist())
 
 
@@ -237,10 +242,14 @@ def facenet_distance(e1: np.ndarray, e2: np.ndarray, distance: str = "euclidean"
     raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
 
 
-def _below(d: np.ndarray, s: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _sides(d: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distances of the same pairs and of the different pairs, each sorted (NaN last)."""
+    return np.sort(d[s]), np.sort(d[~s])
+
+
+def _below(sides: tuple[np.ndarray, np.ndarray], thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per threshold: same pairs and different pairs with ``d < t`` (``np.less``; NaN never)."""
-    return (np.searchsorted(np.sort(d[s]), thresholds, side="left"),
-            np.searchsorted(np.sort(d[~s]), thresholds, side="left"))
+    return (np.searchsorted(sides[0], thresholds, side="left"), np.searchsorted(sides[1], thresholds, side="left"))
 
 
 def facenet_eer(fpr: np.ndarray, tpr: np.ndarray) -> float:
@@ -281,16 +290,16 @@ def _facenet(e1, e2, same, folds, scheme, distance, subtract_mean, far_targets) 
         mean = np.mean(np.concatenate([e1[train], e2[train]]), axis=0) if subtract_mean else 0.0
         d = facenet_distance(e1 - mean, e2 - mean, distance)
         s_tr, s_te = same[train], same[test]
-        tp, fp = _below(d[train], s_tr, thr)
+        sides_tr = _sides(d[train], s_tr)
+        tp, fp = _below(sides_tr, thr)
         b = int(np.argmax((tp + ((~s_tr).sum() - fp)) / len(train)))  # the first best, as np.argmax
-        tp, fp = _below(d[test], s_te, thr)
+        tp, fp = _below(_sides(d[test], s_te), thr)
         tprs[f], fprs[f] = rates(tp, fp, s_te)
         acc[f] = (tp[b] + ((~s_te).sum() - fp[b])) / len(test)
         best_thr[f] = thr[b]
         prec[f] = tp[b] / (tp[b] + fp[b]) if tp[b] + fp[b] else 0.0
         rec[f] = tp[b] / s_te.sum() if s_te.sum() else 0.0
-        ta, fa = _below(d[train], s_tr, thr_val)
-        far_train = fa / max(int((~s_tr).sum()), 1)
+        far_train = _below(sides_tr, thr_val)[1] / max(int((~s_tr).sum()), 1)
         for target in far_targets:
             t = _interp_threshold(far_train, thr_val, target)
             pred = np.less(d[test], t)
@@ -298,15 +307,12 @@ def _facenet(e1, e2, same, folds, scheme, distance, subtract_mean, far_targets) 
             vals[target][1].append((pred & ~s_te).sum() / max(int((~s_te).sum()), 1))
     tpr, fpr = np.mean(tprs, 0), np.mean(fprs, 0)
     cos = np.clip((l2_normalize(e1) * l2_normalize(e2)).sum(1), -1, 1)
-    ang = np.degrees(np.arccos(cos))
     return VerificationResult(
         accuracy=float(np.mean(acc)), accuracy_std=float(np.std(acc)), threshold=float(np.mean(best_thr)),
         fold_accuracies=[float(a) for a in acc],
         val_far={f"{t:.0e}": {"tar": float(np.mean(v)), "tar_std": float(np.std(v)), "far": float(np.mean(fa))}
                  for t, (v, fa) in vals.items()},
         auc=float(metrics.auc(fpr, tpr)), num_pairs=int(n), metric=distance, fold_scheme=scheme,
-        mean_angle_same=float(ang[same].mean()) if same.any() else float("nan"),
-        mean_angle_diff=float(ang[~same].mean()) if (~same).any() else float("nan"),
-        protocol="facenet", subtract_mean=bool(subtract_mean), eer=facenet_eer(fpr, tpr),
+        **_mean_angles(cos, same), protocol="facenet", subtract_mean=bool(subtract_mean), eer=facenet_eer(fpr, tpr),
         precision=float(np.mean(prec)), recall=float(np.mean(rec)),
         roc_fpr=fpr.tolist(), roc_tpr=tpr.tolist(), similarities=cos.tolist())

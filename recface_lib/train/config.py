@@ -126,6 +126,10 @@ class TrainConfig(StageConfig):
             if not getattr(self, k):
                 raise ConfigError(f"{where}{k}: required")
 
+    def dataset_paths(self) -> list[str]:
+        """The build output(s) trained on, as a list (one, or the parts of a union)."""
+        return [str(d) for d in self.dataset] if isinstance(self.dataset, list) else [str(self.dataset)]
+
     def content_params(self) -> dict:
         from .plan import resolve_plan
 

@@ -62,7 +62,8 @@ def model_spec(cfg: TrainConfig, meta: dict) -> dict:
             | {"loss": cfg.distill_loss, "centred": cfg.distill_center, "embeddings": str(cfg.teacher)},
             "dropout": cfg.dropout, "normalization": cfg.normalization, "color_order": "RGB",
             "head": head_name(cfg.head), "head_params": cfg.head_params, "num_classes": int(meta["num_classes"]),
-            "class_names": meta.get("class_names"), "dataset": cfg.dataset if isinstance(cfg.dataset, list) else str(cfg.dataset),
+            "class_names": meta.get("class_names"),
+            "dataset": cfg.dataset_paths() if isinstance(cfg.dataset, list) else cfg.dataset_paths()[0],
             "datasets": meta.get("_parts"),
             "preprocessing": model_contract(cfg, meta)}
 
@@ -136,12 +137,11 @@ class TrainRun:
             self.terms = active_terms(self)
             for t in self.terms:
                 t.build(self.backbone, self.strategy.num_replicas_in_sync)
-            self.head = next((t.head for t in self.terms if t.name == "margin"), None)
             self.optimizer = make_optimizer(cfg.optimizer, plan_lr_schedule(self.plan, cfg.accumulate), cfg.weight_decay,
                                             cfg.momentum, cfg.nesterov, ema=cfg.ema, accumulate=cfg.accumulate,
                                             epsilon=cfg.epsilon)
             self.model = build_objective_model(self.backbone, self.terms,
-                                               {"teacher": int(self.meta["_teacher"]["dim"])} if self.teacher else {})
+                                               {"teacher": int(self.meta["_teacher"]["dim"])} if self.needs_teacher() else {})
             self.model.compile(optimizer=self.optimizer, jit_compile=cfg.jit_compile)
             self.model.optimizer.build(self.model.trainable_variables)
         if self.multi_worker:
@@ -155,6 +155,10 @@ class TrainRun:
             from .callbacks import PairSetValidator
             self.validators.append(PairSetValidator(v, cfg.input_size, cfg.val_flip))
         return self
+
+    def needs_teacher(self) -> bool:
+        """Whether a term reads the teacher's target of each record (the data then carries it)."""
+        return any(t.needs_teacher for t in self.terms)
 
     def stage_weights(self) -> dict[str, list[float]]:
         """Each term's weight in every plan stage (a stage's own, else the run's)."""
@@ -311,17 +315,18 @@ class TrainRun:
         from ..data.input_pipeline import make_dataset
 
         c = self.cfg
+        targets = self.needs_teacher()  # a term reads each record's teacher target: the data carries it
         ds = make_dataset(c.dataset, c.batch_size, training=True, image_size=c.input_size,
                           normalization=c.normalization, augment=c.augment(),
                           shuffle_buffer=c.shuffle_buffer, deterministic=c.deterministic, seed=c.seed,
-                          start=start_step * c.batch_size, teacher=self.teacher)
+                          start=start_step * c.batch_size, teacher=self.teacher if targets else None)
         if self.multi_worker:
             # every worker reads the whole stream and keeps its part of each global batch: the
             # batches are those of a one-process run (file sharding would change them)
             opts = tf.data.Options()
             opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
             ds = ds.with_options(opts)
-        if self.teacher is not None:  # a term needs the teacher's targets (the data carries them)
+        if targets:
             return ds.map(lambda x, y, t: ((x, y, t), y))
         return ds.map(lambda x, y: ((x, y), y))
 
@@ -362,9 +367,8 @@ class TrainRun:
                     self.stop_nonfinite(e.step, e.what)
                 except tf.errors.OpError as e:
                     from .strategy import peer_lost
-                    from .terms.center import divergence_message
-                    msg = divergence_message(str(e), self.cfg.center_loss_alfa)
-                    if msg:  # the center loss' guard: one line, the rule and the cure
+                    msg = next((m for m in (t.explain(str(e)) for t in self.terms) if m), None)
+                    if msg:  # a term's own guard (the center loss' divergence): one line, the rule and the cure
                         raise TrainingError(f"{self.out}: at step {self.global_step}: {msg}; newest checkpoint: "
                                             f"{find_latest(*self.ckpt_roots()) or 'none yet'}") from None
                     if self.multi_worker and peer_lost(e):
@@ -381,11 +385,8 @@ class TrainRun:
 
     def describe(self) -> str:
         c = self.cfg
-        extra = "".join(f"+{t.name}" for t in self.terms if t.name not in ("margin", "distill"))
-        if self.teacher is None:
-            return f"train {c.backbone}+{c.head}{extra}"
-        return (f"distil {c.backbone} from {self.meta['_teacher']['teacher']}" + (f" (+{c.head})" if self.head is not None
-                else "") + extra)
+        start = f"train {c.backbone}" if self.teacher is None else f"distil {c.backbone} from {self.meta['_teacher']['teacher']}"
+        return start + "".join(t.label() for t in self.terms)
 
     def stop_nonfinite(self, step: int, what: str):
         from .checkpoint import find_latest
@@ -422,24 +423,28 @@ class TrainRun:
                                       if isinstance(self.cfg.plan, str) else {})
         summary |= {"final_weights": str(final), "plan": plan, "resumed_from": self.resumed_from,
                    "loss": last.get("loss"), "accuracy": last.get("accuracy"),
-                   "validation": {k[4:]: v for k, v in last.items() if k.startswith("val_") and not k.endswith("_std")},
+                   "validation": {k[4:]: last[k] for k in val_keys(last)},
                    "validation_last10": last_mean(self.history),
                    "best": self.best, "history": str(self.out / "history.csv"),
                    "curves": str(self.out / "curves.png") if self.history else None,
                    "num_classes": spec["num_classes"], "precision": self.precision, "jit_compile": bool(self.model.jit_compile), "ema": self.cfg.ema,
                    "effective_batch": self.cfg.batch_size * self.cfg.accumulate}
-        data = self.cfg.dataset if isinstance(self.cfg.dataset, list) else [self.cfg.dataset]
-        write_manifest(self.out, "train", self.cfg.to_dict(), {"dataset": [Path(d) / "metadata.json" for d in data]},
+        write_manifest(self.out, "train", self.cfg.to_dict(),
+                       {"dataset": [Path(d) / "metadata.json" for d in self.cfg.dataset_paths()]},
                        {"global_step": self.global_step}, spec["preprocessing"], summary=summary)
         return summary
+
+
+def val_keys(row: dict) -> list[str]:
+    """A history row's validation accuracies (``val_<set>``, not their ``_std``)."""
+    return [k for k in row if k.startswith("val_") and not k.endswith("_std")]
 
 
 def last_mean(history: list[dict], n: int = 10) -> dict:
     """Each pair set's mean accuracy over its last ``n`` validations (facenet's wiki compares
     settings by it: one evaluation is noisy)."""
-    keys = [k for k in (history[-1] if history else {}) if k.startswith("val_") and not k.endswith("_std")]
     out = {}
-    for k in keys:
+    for k in val_keys(history[-1] if history else {}):
         vals = [r[k] for r in history if isinstance(r.get(k), (int, float))][-n:]
         if vals:
             out[k[4:]] = {"mean": sum(vals) / len(vals), "of": len(vals)}

@@ -3,10 +3,12 @@
 A run's loss is ``sum_i w_i(stage) * term_i`` plus what layers add themselves (MagFace's
 regulariser). A term is one registered class (``@register``) in its own module: it declares the
 TrainConfig field that holds its weight (``weight_field``, also its key in a plan stage), whether
-it needs the labels or a teacher's targets, when a run uses it (``active``), builds its layers and
-state (``build``: class centres, a projection, running centres), gives its outputs for the loss
-(``outputs``), its loss (``loss``) and its logged metrics (``metrics``). ``TrainRun`` builds the
-model, the dataset and the checkpoint from the active terms without knowing their names:
+it needs a teacher's targets in the data (``needs_teacher``), when a run uses it (``active``),
+builds its layers and state (``build``: class centres, a projection, running centres), gives its
+outputs for the loss (``outputs``), its loss (``loss``), its logged metrics (``metrics``), its part
+of the run's description (``label``) and the one line for a training error it raised itself
+(``explain``). ``TrainRun`` builds the model, the dataset and the checkpoint from the active terms
+without knowing their names:
 
 - ``margin``          the margin head's cross-entropy (any head, Partial FC), weight ``head_weight``;
 - ``distill``         embedding matching to a teacher, ``distill_weight``;
@@ -30,8 +32,7 @@ def register(cls):
 class Term:
     name: ClassVar[str]
     weight_field: ClassVar[str]  # the TrainConfig field with the run's weight; a plan stage's key
-    needs_labels: ClassVar[bool] = True
-    needs_teacher: ClassVar[bool] = False
+    needs_teacher: ClassVar[bool] = False  # the data carries the teacher's target of each record
 
     def __init__(self, run):
         self.cfg, self.meta = run.cfg, run.meta
@@ -65,6 +66,14 @@ class Term:
 
     def metrics(self) -> list:
         return []
+
+    def label(self) -> str:
+        """This term in the run's one-line description (the progress bar)."""
+        return f"+{self.name}"
+
+    def explain(self, error: str) -> str | None:
+        """The one line for a TensorFlow error this term raised on purpose (a guard), else None."""
+        return None
 
 
 WEIGHT_FIELDS: tuple[str, ...] = ()

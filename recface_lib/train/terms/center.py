@@ -24,29 +24,16 @@ def max_repeats(alfa: float) -> float:
     return 2.0 / (1.0 - alfa)
 
 
-def divergence_message(error: str, alfa: float) -> str | None:
-    """The one line for the guard's error (None when ``error`` is another one)."""
-    import re
-
-    if DIVERGES not in error:
-        return None
-    m = re.search(re.escape(DIVERGES) + r"\D*(\d+)", error)
-    n = m.group(1) if m else "too many"
-    return (f"center loss: a class appears {n} times in one batch; past 2 / (1 - center_loss_alfa) = "
-            f"{max_repeats(alfa):g} its centre update overshoots and the loss diverges (facenet#980): lower "
-            "batch_size or raise center_loss_alfa")
-
-
 def center_update(centers, features, labels, alfa):
     """(loss, new centres) of one step, facenet's rule, in Keras ops (``centers`` a tensor)."""
     from keras import ops
 
     batch = ops.take(centers, labels, axis=0)
+    import tensorflow as tf
+
     loss = ops.mean(ops.square(features - batch))
     diff = (1.0 - alfa) * (batch - ops.stop_gradient(features))
-    import tensorflow as tf  # scatter with repeated indices summed: tensor_scatter_nd_sub adds them up
-
-    new = tf.tensor_scatter_nd_sub(centers, ops.expand_dims(labels, 1), diff)
+    new = tf.tensor_scatter_nd_sub(centers, ops.expand_dims(labels, 1), diff)  # repeated labels add up
     return loss, new
 
 
@@ -91,6 +78,18 @@ class CenterLossTerm(Term):
 
     def metrics(self) -> list:
         return [self.tracker]
+
+    def explain(self, error: str) -> str | None:
+        """The divergence guard's one line (None for any other error)."""
+        import re
+
+        if DIVERGES not in error:
+            return None
+        m = re.search(re.escape(DIVERGES) + r"\D*(\d+)", error)
+        n = m.group(1) if m else "too many"
+        return (f"center loss: a class appears {n} times in one batch; past 2 / (1 - center_loss_alfa) = "
+                f"{max_repeats(self.alfa):g} its centre update overshoots and the loss diverges (facenet#980): "
+                "lower batch_size or raise center_loss_alfa")
 
 
 @functools.lru_cache(maxsize=None)

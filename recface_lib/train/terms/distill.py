@@ -13,7 +13,6 @@ from . import Term, register
 class DistillTerm(Term):
     name = "distill"
     weight_field = "distill_weight"
-    needs_labels = False
     needs_teacher = True
 
     @classmethod
@@ -49,3 +48,6 @@ class DistillTerm(Term):
 
     def metrics(self) -> list:
         return [self.cosine]
+
+    def label(self) -> str:
+        return ""  # the description names the teacher

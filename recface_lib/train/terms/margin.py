@@ -47,3 +47,6 @@ class MarginTerm(Term):
 
     def metrics(self) -> list:
         return [self.accuracy]
+
+    def label(self) -> str:
+        return f"+{self.cfg.head}"

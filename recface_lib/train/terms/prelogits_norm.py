@@ -13,7 +13,6 @@ EPS = 1e-4
 class PrelogitsNormTerm(Term):
     name = "prelogits_norm"
     weight_field = "prelogits_norm_loss_factor"
-    needs_labels = False
 
     def build(self, backbone, replicas: int = 1) -> None:
         import keras
