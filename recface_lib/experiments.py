@@ -12,7 +12,6 @@ output of those stages moved into the variant's folder, the comparison beside it
 shows every variant side by side: ``tensorboard --logdir runs/<scenario>/sweeps/<grid>``."""
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import itertools
@@ -28,10 +27,10 @@ import numpy as np
 from .config import StageConfig, param
 from .errors import ConfigError
 from .io_utils import atomic_write_bytes, atomic_write_json
+from .pipeline import VARIANT_FILE, run_variant
 from .stages import STAGE_ORDER, stage
 
 SWEEP_FILE = "sweep.json"
-VARIANT_FILE = "variant.json"
 
 
 # -- sweep -----------------------------------------------------------------------------------------
@@ -60,36 +59,6 @@ def _slug(v) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", v if isinstance(v, str) else json.dumps(v)).strip("-") or "x"
 
 
-def _rewrite(value, moved: dict[str, str]):
-    """Paths equal to (or inside) a moved output point at its new place."""
-    if isinstance(value, str):
-        for old, new in moved.items():
-            if value == old or value.startswith(old.rstrip("/") + "/"):
-                return new + value[len(old):]
-        return value
-    if isinstance(value, list):
-        return [_rewrite(v, moved) for v in value]
-    if isinstance(value, dict):
-        return {k: _rewrite(v, moved) for k, v in value.items()}
-    return value
-
-
-def variant_params(base: dict, axes_values: dict[tuple[str, str], object], stages: list[str], folder: Path) -> dict:
-    """The scenario's parameters with the variant's values, the outputs of ``stages`` moved into
-    ``folder`` (and every later reference to them rewritten)."""
-    p = copy.deepcopy(base)
-    for (st, field), v in axes_values.items():
-        p[st][field] = v
-    moved = {}
-    for st in stages:
-        old = str(p[st].get("output", ""))
-        if old:
-            moved[old] = str(folder / Path(old).name)
-    for st in stages:
-        p[st] = _rewrite(p[st], moved)
-    return p
-
-
 def sweep(scenario: str, grid: list[str], runs: str | os.PathLike = "runs", params_dir=None, stop: str | None = None,
           force: bool = False) -> dict:
     from .pipeline import run_pipeline, scenario_params
@@ -115,19 +84,8 @@ def sweep(scenario: str, grid: list[str], runs: str | os.PathLike = "runs", para
     for k, combo in enumerate(combos, 1):
         values = {(st, f): v for (st, f, _), v in zip(axes, combo)}
         name = "_".join(f"{f}-{_slug(v)}" for (_, f), v in values.items())
-        vdir = folder / name
-        vdir.mkdir(parents=True, exist_ok=True)
-        for st in shared:  # the shared stages' results feed the variant's stage keys
-            s = root / f"{st}.summary.json"
-            if s.is_file():
-                atomic_write_bytes(vdir / s.name, s.read_bytes())
-        overrides = {f"{st}.{f}": v for (st, f), v in values.items()}
-        atomic_write_json(vdir / VARIANT_FILE, {"name": name, "overrides": overrides})
         print(f"[sweep] variant {k}/{len(combos)}: {name}", flush=True)
-        res = run_pipeline(scenario, start=swept[0], stop=swept[-1], runs=runs, force=force,
-                           params=variant_params(base, values, swept, vdir), out=vdir)
-        variants.append({"name": name, "folder": name, "overrides": overrides,
-                         "stages": {s["stage"]: s["status"] for s in res["stages"]}})
+        variants.append(run_variant(scenario, base, name, values, shared, swept, folder, runs, force))
         atomic_write_json(folder / SWEEP_FILE, {"scenario": scenario, "grid": grid, "swept_stages": swept,
                                                 "variants": variants, "planned": len(combos)})
     # beside the sweep, not inside it: outputs never land in a folder a stage reads

@@ -8,9 +8,11 @@ with its error. A stage whose parameters (and the summaries of the stages before
 since its last successful run is skipped."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -19,6 +21,10 @@ from .errors import ConfigError, RecfaceError
 from .io_utils import atomic_write_bytes, atomic_write_json
 from .stages import NOTEBOOKS, STAGE_ORDER, stage_config
 from .workspace import find_scenario, notebook_path
+
+
+VARIANTS_FILE = "variants.yaml"  # a scenario's extra runs (scenario_variants)
+VARIANT_FILE = "variant.json"    # in a variant's folder: its name and overrides
 
 
 class StageFailed(RecfaceError):
@@ -86,7 +92,8 @@ class ConsoleRelay:
 
 
 def _expand(v):
-    """``$RECFACE_DATA`` / ``${VAR}`` in string values (data and Drive locations differ per machine)."""
+    """``$RECFACE_DATA`` / ``${VAR}`` in string values (data and Drive locations differ per machine;
+    ``$RECFACE_SCENARIO`` is the scenario's own folder)."""
     if isinstance(v, str):
         return os.path.expandvars(v)
     if isinstance(v, list):
@@ -105,6 +112,7 @@ def scenario_params(scenario: str, params_dir: str | os.PathLike | None = None) 
         os.environ["RECFACE_DATA"] = str(shared_data_dir())
     os.environ.setdefault("RECFACE_DRIVE", "/content/drive/MyDrive/recface")  # the colab scenario's Drive folder
     d = find_scenario(scenario, params_dir)
+    os.environ["RECFACE_SCENARIO"] = str(d.resolve())  # files shipped beside the YAMLs (a schedule file)
     out = {}
     for stage in STAGE_ORDER:
         p = d / f"{stage}.yaml"
@@ -112,10 +120,120 @@ def scenario_params(scenario: str, params_dir: str | os.PathLike | None = None) 
             data = _expand(yaml.safe_load(p.read_text()) or {})
             stage_config(stage, data, source=str(p))  # validate now
             out[stage] = data
-    unknown = [p.stem for p in d.glob("*.yaml") if p.stem not in STAGE_ORDER]
+    unknown = [p.stem for p in d.glob("*.yaml") if p.stem not in STAGE_ORDER and p.name != VARIANTS_FILE]
     if unknown:
         raise ConfigError(f"{d}: unknown stage file(s) {', '.join(unknown)}; valid: {', '.join(STAGE_ORDER)}")
     return out
+
+
+def _rewrite(value, moved: dict[str, str]):
+    """Paths equal to (or inside) a moved output point at its new place."""
+    if isinstance(value, str):
+        for old, new in moved.items():
+            if value == old or value.startswith(old.rstrip("/") + "/"):
+                return new + value[len(old):]
+        return value
+    if isinstance(value, list):
+        return [_rewrite(v, moved) for v in value]
+    if isinstance(value, dict):
+        return {k: _rewrite(v, moved) for k, v in value.items()}
+    return value
+
+
+def variant_params(base: dict, axes_values: dict[tuple[str, str], object], stages: list[str], folder: Path) -> dict:
+    """The scenario's parameters with the variant's values, the outputs of ``stages`` moved into
+    ``folder`` (and every later reference to them rewritten)."""
+    p = copy.deepcopy(base)
+    for (st, field), v in axes_values.items():
+        p[st][field] = v
+    moved = {}
+    for st in stages:
+        old = str(p[st].get("output", ""))
+        if old:
+            moved[old] = str(folder / Path(old).name)
+    for st in stages:
+        p[st] = _rewrite(p[st], moved)
+    return p
+
+
+def run_variant(scenario: str, base: dict, name: str, values: dict[tuple[str, str], object], shared: list[str],
+                swept: list[str], folder: Path, runs, force: bool) -> dict:
+    """One variant of a scenario (a sweep's grid point, or a ``variants.yaml`` entry): the stages
+    ``swept`` with ``values`` in ``folder/name`` (the outputs moved there), the ``shared`` stages'
+    summaries copied in to key them. A rerun skips what is unchanged."""
+    root = Path(runs) / scenario
+    vdir = folder / name
+    vdir.mkdir(parents=True, exist_ok=True)
+    for st in shared:  # the shared stages' results feed the variant's stage keys
+        s = root / f"{st}.summary.json"
+        if s.is_file():
+            atomic_write_bytes(vdir / s.name, s.read_bytes())
+    overrides = {f"{st}.{f}": v for (st, f), v in values.items()}
+    atomic_write_json(vdir / VARIANT_FILE, {"name": name, "overrides": overrides})
+    res = run_pipeline(scenario, start=swept[0], stop=swept[-1], runs=runs, force=force,
+                       params=variant_params(base, values, swept, vdir), out=vdir)
+    return {"name": name, "folder": name, "overrides": overrides,
+            "stages": {s["stage"]: s["status"] for s in res["stages"]}}
+
+
+def scenario_variants(scenario: str, params: dict, params_dir=None) -> dict[str, dict[tuple[str, str], object]]:
+    """``variants.yaml`` beside a scenario's stage files: ``name: {stage.field: value, ...}``, the
+    runs that ``recface pipeline`` makes beside the scenario's own (an ArcFace model beside a
+    softmax one, on the same data and budget). {} when there is none."""
+    import yaml
+
+    p = find_scenario(scenario, params_dir) / VARIANTS_FILE
+    if not p.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) and v for v in data.values()):
+        raise ConfigError(f"{p}: expected name: {{stage.field: value, ...}} entries")
+    out = {}
+    for name, over in data.items():
+        if not re.fullmatch(r"[A-Za-z0-9._+-]+", str(name)):
+            raise ConfigError(f"{p}: variant name {name!r}: letters, digits and ._+- only (it names a folder)")
+        vals = {}
+        for key, v in over.items():
+            st, _, fld = str(key).partition(".")
+            if st not in params or st == "compare":
+                raise ConfigError(f"{p}: {name}: {key}: {st!r} is not a stage of scenario {scenario} that a "
+                                  f"variant can change: {', '.join(s for s in params if s != 'compare')}")
+            if fld not in stage_config(st, params[st]).field_names():
+                raise ConfigError(f"{p}: {name}: {key}: stage {st} has no field {fld!r}; valid: "
+                                  f"{', '.join(stage_config(st, params[st]).field_names())}")
+            vals[(st, fld)] = v
+        out[str(name)] = vals
+    return out
+
+
+def run_with_variants(scenario: str, params: dict, variants: dict, start, stop, runs, force, params_dir=None) -> dict:
+    """The scenario's stages (but compare) in ``runs/<scenario>``, then each variant from its first
+    changed stage in ``runs/<scenario>/variants/<name>``, then the compare stage (rerun every time:
+    it reads the variants). ``--from``/``--to`` bound the scenario's own stages; the variants and
+    compare run when the range reaches the end."""
+    order = [s for s in STAGE_ORDER if s in params]
+    own = {k: v for k, v in params.items() if k != "compare"}
+    last = [s for s in order if s != "compare"][-1]
+    res = None
+    if start != "compare":
+        res = run_pipeline(scenario, start, None if stop == "compare" else stop, runs, force, params_dir, params=own)
+    variants_out = []
+    if stop in (None, "compare", last):
+        for name, values in variants.items():
+            first = min(order.index(st) for st, _ in values)
+            swept = [s for s in order[first:] if s != "compare"]
+            print(f"[variant] {name}: {', '.join(f'{st}.{f}={v!r}' for (st, f), v in values.items())}", flush=True)
+            variants_out.append(run_variant(scenario, own, name, values, order[:first], swept,
+                                            Path(runs) / scenario / "variants", runs, force))
+    stages = list(res["stages"]) if res else []
+    if "compare" in params and stop in (None, "compare"):
+        res = run_pipeline(scenario, "compare", "compare", runs, True, params_dir, params=params)
+        stages += res["stages"]
+    return {"scenario": scenario, "stages": stages, "variants": variants_out,
+            "summary": str(Path(runs) / scenario / "summary.md")}
 
 
 def _key(params: dict, upstream: list[str]) -> str:
@@ -135,6 +253,9 @@ def run_pipeline(scenario: str = "demo", start: str | None = None, stop: str | N
     import_tensorflow_quietly()  # validating a train YAML imports it: no start-up lines on the console
     if params is None:
         params = scenario_params(scenario, params_dir)
+        variants = scenario_variants(scenario, params, params_dir)
+        if variants:
+            return run_with_variants(scenario, params, variants, start, stop, runs, force, params_dir)
     else:
         for stage, p in params.items():
             stage_config(stage, p, source=f"{scenario}: {stage}")

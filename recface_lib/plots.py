@@ -174,11 +174,21 @@ def plot_compare_curves(histories: Mapping[str, Sequence[Mapping]], path=None, t
 
 
 def plot_training_curves(history: Sequence[Mapping], path=None, title: str = "training"):
-    """Loss, training accuracy and validation accuracies against the global step."""
+    """Loss, training accuracy and validation accuracies against the global step; with facenet's
+    held-out validation also the wiki's train / held-out cross-entropy and accuracy."""
     plt = _plt()
     steps = [r["global_step"] for r in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     a1.plot(steps, [r.get("loss") for r in history], "o-", ms=3, label="loss")
+
+    def some(key):  # the rows that have ``key`` (held-out validation runs every N segment ends)
+        pts = [(r["global_step"], r[key]) for r in history if isinstance(r.get(key), (int, float))]
+        return [x for x, _ in pts], [y for _, y in pts]
+    if any("heldout_xent" in r for r in history):  # facenet's wiki: train / validation cross-entropy
+        if any("loss_margin" in r for r in history):
+            a1.plot(*some("loss_margin"), "^-", ms=3, label="train cross-entropy")
+        a1.plot(*some("heldout_xent"), "s--", ms=3, label="held-out cross-entropy")
+        a1.legend(fontsize=8, loc="upper right")
     a1.set_xlabel("step")
     a1.set_ylabel("loss")
     a1.set_title(f"{title}: loss")
@@ -186,6 +196,8 @@ def plot_training_curves(history: Sequence[Mapping], path=None, title: str = "tr
         a2.plot(steps, [r.get("accuracy") for r in history], "o-", ms=3, label="train accuracy")
     if any("cosine" in r for r in history):  # distillation: agreement with the teacher
         a2.plot(steps, [r.get("cosine") for r in history], "^-", ms=3, label="cosine to the teacher")
+    if any("heldout_accuracy" in r for r in history):
+        a2.plot(*some("heldout_accuracy"), "s--", ms=3, label="held-out accuracy")
     for k in history[0] if history else []:
         if k.startswith("val_") and not k.endswith("_std"):
             a2.plot(steps, [r.get(k) for r in history], "s-", ms=3, label=k[4:])

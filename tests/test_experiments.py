@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from recface_lib.errors import ConfigError
-from recface_lib.experiments import _rewrite, parse_grid
+from recface_lib.experiments import parse_grid
+from recface_lib.pipeline import _rewrite
 
 from conftest import last_json
 

@@ -80,7 +80,7 @@ def test_init_keeps_the_users_files(tmp_path, installed_recface):
     res = last_json(subprocess.run([str(installed_recface), "init", "w", "--json"], cwd=tmp_path,
                                    capture_output=True, text=True))
     assert res["kept"] == 1 and (tmp_path / "w" / "papermill_params" / "tiny" / "train.yaml").read_text() == "# mine\n"
-    assert res["scenarios"] == ["colab", "demo", "distill", "ms1mv2", "tiny"] and (tmp_path / "w" / "notebooks" / "03_train.ipynb").is_file()
+    assert res["scenarios"] == ["colab", "demo", "distill", "facenet_casia", "facenet_lfw", "ms1mv2", "tiny"] and (tmp_path / "w" / "notebooks" / "03_train.ipynb").is_file()
 
 
 def test_wheel_lists_every_package():
@@ -110,7 +110,7 @@ def test_misspelt_parameter_fails_with_valid_names(tmp_path):
     proc = run_cli("pipeline", "--scenario", "bad", "--params-dir", str(params), "--runs", str(tmp_path / "runs"),
                    "--json", check=False, cwd=tmp_path)
     err = last_json(proc)["error"]
-    assert proc.returncode == 1 and "train.yaml: unknown parameter(s) 'backbon'; valid: dataset, output, backbone" in err
+    assert proc.returncode == 1 and "train.yaml: unknown parameter(s) 'backbon'; valid: dataset, dataset_weights, output, backbone" in err
     assert not (tmp_path / "runs" / "bad" / "00_convert.ipynb").exists()  # nothing ran
 
 

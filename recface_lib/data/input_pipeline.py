@@ -93,14 +93,19 @@ def rotate_image(img, angle):
 def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True, image_size: int = 112,
                  normalization: str = "-1:1", augment: Augmentation | None = None,
                  shuffle_buffer: int = 8192, repeat: bool | None = None, deterministic: bool = False, seed: int = 0,
-                 cycle_length: int = 8, start: int = 0, teacher=None):
+                 cycle_length: int = 8, start: int = 0, teacher=None, keep=None, part_weights=None):
     """``start``: the number of samples already consumed (resume). Element i of the stream always
     gets augmentation seed (seed, i); in deterministic mode the stream is also skipped to sample
     ``start``, so a resumed run sees exactly the batches an uninterrupted run would have.
 
     ``teacher``: (embeddings, mirrored embeddings), one row per record in shard order
     (``teach.load_teacher``): elements are then (image, label, target), the target being the
-    mirrored face's embedding whenever the flip augmentation mirrored the image."""
+    mirrored face's embedding whenever the flip augmentation mirrored the image.
+
+    ``keep``: a boolean per record (shard order): only those records are read (the held-out
+    split, ``train.heldout``). ``part_weights``: for a union of build outputs, each part's
+    sampling weight (its own shuffled, repeated stream; default: the union read as one, each part
+    in proportion to its size)."""
     import tensorflow as tf
 
     a = augment or Augmentation()
@@ -117,50 +122,64 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
     union = "_parts" in meta  # several build outputs as one (tfrecord.union_metadata)
     repeat = training if repeat is None else repeat
     auto = tf.data.AUTOTUNE
-
-    if union:
-        if teacher is not None:
-            raise ConfigError("dataset: distillation reads one build output (its teacher's embeddings are per record)")
-        files = tf.data.Dataset.from_tensor_slices(
-            (shards, [int(s["label_offset"]) for s in meta["shards"]], [bool(s["by_path"]) for s in meta["shards"]]))
-        read = lambda f, o, b: tf.data.TFRecordDataset(f).map(lambda r: (r, o, b))  # noqa: E731
-    elif teacher is None:
-        files = tf.data.Dataset.from_tensor_slices(shards)
-        read = tf.data.TFRecordDataset
-    else:  # each record with its row in the teacher's arrays: shard offset + position in the shard
-        offsets = np.cumsum([0] + [int(s["records"]) for s in meta["shards"]])[:-1].astype(np.int64)
-        if len(teacher[0]) != int(meta["num_samples"]):
-            raise ConfigError(f"{path}: {len(teacher[0])} teacher embeddings for {meta['num_samples']} records")
-        files = tf.data.Dataset.from_tensor_slices((shards, offsets))
-        read = lambda f, o: tf.data.TFRecordDataset(f).enumerate().map(lambda j, r: (o + j, r))  # noqa: E731
+    n_records = int(meta["num_samples"])
+    if union and teacher is not None:
+        raise ConfigError("dataset: distillation reads one build output (its teacher's embeddings are per record)")
+    if teacher is not None:
+        if len(teacher[0]) != n_records:
+            raise ConfigError(f"{path}: {len(teacher[0])} teacher embeddings for {n_records} records")
         t_emb, t_flip = tf.constant(teacher[0]), tf.constant(teacher[1])
-    if training:
-        files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=not deterministic)
-    ds = files.interleave(read, cycle_length=min(cycle_length, len(shards)),
-                          num_parallel_calls=auto, deterministic=deterministic or None)
-    if training and shuffle_buffer > 1:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=not deterministic)
-    if repeat:
-        ds = ds.repeat()
-    if start and deterministic and repeat:  # records only: skipping happens before any decoding
-        ds = ds.skip(start % int(meta["num_samples"]))
+    if keep is not None:
+        keep = np.asarray(keep, bool)
+        if keep.shape != (n_records,):
+            raise ConfigError(f"{path}: a record mask of {keep.shape[0]} for {n_records} records")
+        keep_t = tf.constant(keep)
+    # every record carries its row (shard offset + position: the teacher's arrays, the held-out
+    # mask), its shard's label offset (a union's parts) and whether its image is a path
+    rows = np.cumsum([0] + [int(s["records"]) for s in meta["shards"]])[:-1].astype(np.int64)
+    offsets = [int(s.get("label_offset", 0)) for s in meta["shards"]]
+    from_paths = [bool(s["by_path"]) if union else by_path for s in meta["shards"]]
+
+    def records(idx):
+        """The stream of the shards ``idx`` (shuffled, interleaved, filtered, shuffled, repeated)."""
+        files = tf.data.Dataset.from_tensor_slices(([shards[i] for i in idx], rows[idx],
+                                                    [offsets[i] for i in idx], [from_paths[i] for i in idx]))
+        if training:
+            files = files.shuffle(len(idx), seed=seed, reshuffle_each_iteration=not deterministic)
+        read = lambda f, r, o, b: tf.data.TFRecordDataset(f).enumerate().map(  # noqa: E731
+            lambda j, rec: (r + j, rec, o, b))
+        ds = files.interleave(read, cycle_length=min(cycle_length, len(idx)),
+                              num_parallel_calls=auto, deterministic=deterministic or None)
+        if keep is not None:
+            ds = ds.filter(lambda r, rec, o, b: tf.gather(keep_t, r))
+        if training and shuffle_buffer > 1:
+            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=not deterministic)
+        return ds.repeat() if repeat else ds
+
+    if part_weights and union and repeat:  # facenet's several datasets, each sampled with its weight
+        parts = meta["_parts"]
+        if len(part_weights) != len(parts):
+            raise ConfigError(f"dataset_weights: {len(part_weights)} weights for {len(parts)} datasets")
+        starts = [int(q["label_offset"]) for q in parts] + [int(meta["num_classes"])]
+        streams = [records(np.array([i for i, o in enumerate(offsets) if starts[k] <= o < starts[k + 1]]))
+                   for k in range(len(parts))]
+        total = float(sum(part_weights))
+        ds = tf.data.Dataset.sample_from_datasets(streams, [w / total for w in part_weights], seed=seed)
+    else:
+        ds = records(np.arange(len(shards)))
+    kept = int(keep.sum()) if keep is not None else n_records
+    if start and deterministic and repeat and kept:  # records only: skipping happens before any decoding
+        ds = ds.skip(start % kept)
     ds = ds.enumerate(start=start)
     spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
     size = int(image_size)
     n_classes = int(meta["num_classes"])
 
     def load(i, item):
-        offset = 0
-        if union:
-            (rec, offset, from_path), row = item, None
-        else:
-            row, rec = item if teacher is not None else (None, item)
+        row, rec, offset, from_path = item
         flipped = tf.constant(False)
         ex = tf.io.parse_single_example(rec, spec)
-        if union:
-            data = tf.cond(from_path, lambda: tf.io.read_file(ex["image"]), lambda: ex["image"])
-        else:
-            data = tf.io.read_file(ex["image"]) if by_path else ex["image"]
+        data = tf.cond(from_path, lambda: tf.io.read_file(ex["image"]), lambda: ex["image"])
         img = tf.io.decode_image(data, channels=3, expand_animations=False)
         img.set_shape([None, None, 3])
         img = tf.image.convert_image_dtype(img, tf.float32)  # [0, 1]

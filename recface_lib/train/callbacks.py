@@ -12,21 +12,23 @@ from ..io_utils import atomic_path, load_item
 
 
 class PairSetValidator:
-    """A pair set decoded once; ``__call__(embedder)`` scores it with the shared protocol
-    (``protocol.pair_sets.score_pair_set``)."""
+    """A pair set decoded once (and, with ``prepare``, its unaligned photos aligned once by the
+    data's contract, as evaluate aligns them); ``__call__(embedder)`` scores it with the shared
+    protocol (``protocol.pair_sets.score_pair_set``)."""
 
-    def __init__(self, path: str, input_size: int, flip: bool = True):
+    def __init__(self, path: str, input_size: int, flip: bool = True, prepare=None):
         import cv2
 
         from ..protocol.pair_sets import PairSource, load_pair_source
 
         src = load_pair_source(path)
-        images = []
-        for i, item in enumerate(src.items):  # decoded and resized once, not at every validation
-            im = load_item(item, f"{path} image {i if src.stored is None else src.stored[i]}")
+        images = [load_item(item, f"{path} image {i if src.stored is None else src.stored[i]}")
+                  for i, item in enumerate(src.items)]
+        if prepare is not None:  # photos (a pairs2bin .bin of LFW) aligned once as the model's data was
+            images = prepare(images)
+        for i, im in enumerate(images):  # decoded, aligned and resized once, not at every validation
             if im.shape[:2] != (input_size, input_size):
-                im = cv2.resize(im, (input_size, input_size), interpolation=cv2.INTER_AREA)
-            images.append(im)
+                images[i] = cv2.resize(im, (input_size, input_size), interpolation=cv2.INTER_AREA)
         self.src = PairSource(src.name, images, src.index1, src.index2, src.issame, src.stored)
         self.name, self.flip = src.name, flip
 

@@ -22,7 +22,8 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 class TrainConfig(StageConfig):
     # how the widget panel groups the fields (tests/test_notebooks.py: every field in exactly one)
     GROUPS: typing.ClassVar[dict] = {
-        "data": ("dataset", "output", "val_sets", "val_flip", "val_batch_size", "augmentation", "shuffle_buffer"),
+        "data": ("dataset", "dataset_weights", "output", "val_sets", "val_flip", "val_batch_size", "validation_split",
+                 "validation_every", "augmentation", "shuffle_buffer"),
         "model": ("backbone", "input_size", "embd_shape", "dropout", "normalization", "pretrained", "sync_batchnorm"),
         "head": ("head", "margin", "scale", "head_params", "sample_rate"),
         "distillation": ("teacher", "distill_loss", "distill_center", "distill_weight", "head_weight"),
@@ -35,6 +36,8 @@ class TrainConfig(StageConfig):
 
     dataset: str | list = param("", "build output folder (metadata.json + shards), or a list of them trained as one "
                                     "dataset (labels offset per part, the same preprocessing required)", role="input")
+    dataset_weights: list = param([], "several datasets: each one's sampling weight, in the order of dataset (e.g. "
+                                      "[1, 2]); []: the union read as one, each part in proportion to its size")
     output: str = param("", "run folder: checkpoints, history, curves, best and final weights", role="output")
     backbone: str = choice("MobileFaceNetV2", tuple(BACKBONES), "backbone network")
     input_size: int = param(112, "input side in pixels", lo=32, hi=1024)
@@ -90,6 +93,11 @@ class TrainConfig(StageConfig):
                                    "train_crop, flip (default true), color_jitter, random_erasing, low_res")
     shuffle_buffer: int = param(8192, "records in the shuffle buffer", lo=1)
     val_sets: list = param([], "pair sets validated during training: .bin files or folders with pairs.txt", role="input", runtime=True)
+    validation_split: float = param(0.0, "facenet's held-out validation: this fraction of each class's images is "
+                                         "not trained on but scored by the classifier (cross-entropy, accuracy); one "
+                                         "image per class always trains (facenet 0.05; 0: none)", lo=0.0, hi=0.9)
+    validation_every: int = param(1, "held-out validation at every Nth segment end, and at the last (facenet: every "
+                                     "5 epochs)", lo=1, hi=100000, runtime=True)
     val_flip: bool = param(True, "flip test-time augmentation in validation", runtime=True)
     val_batch_size: int = param(64, "batch size for validation embedding", lo=1, hi=65536, runtime=True)
     checkpoint_every: int = param(1000, "also checkpoint every N steps (0: only at segment ends)", lo=0, runtime=True)
@@ -122,6 +130,15 @@ class TrainConfig(StageConfig):
                               "determinism (it would quietly run without XLA); choose one")
         if self.strategy == "multi_worker" and self.cpu_replicas > 1:
             raise ConfigError(f"{where}cpu_replicas: a testing device split for one process; not with strategy multi_worker")
+        if self.dataset_weights:
+            if len(self.dataset_weights) != len(self.dataset_paths()):
+                raise ConfigError(f"{where}dataset_weights: {len(self.dataset_weights)} weights for "
+                                  f"{len(self.dataset_paths())} datasets (one each, in the order of dataset)")
+            if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in self.dataset_weights):
+                raise ConfigError(f"{where}dataset_weights: {self.dataset_weights!r}: positive numbers expected")
+        if self.validation_split > 0 and self.sample_rate < 1.0:
+            raise ConfigError(f"{where}validation_split: the held-out cross-entropy scores every class centre; "
+                              "with Partial FC (sample_rate < 1) use pair sets (val_sets) instead")
         for k in ("dataset", "output"):
             if not getattr(self, k):
                 raise ConfigError(f"{where}{k}: required")

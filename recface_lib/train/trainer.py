@@ -93,7 +93,12 @@ class TrainRun:
         self.meta = load_metadata(cfg.dataset)
         self.plan_stages = resolve_plan(cfg.plan)  # a schedule file read once: its stages are the plan
         self.stages = parse_plan(self.plan_stages)
-        spe = cfg.steps_per_epoch or max(1, int(self.meta["num_samples"]) // cfg.batch_size)
+        self.heldout = None  # facenet's held-out validation: True for each record kept out of training
+        if cfg.validation_split > 0:
+            from .heldout import record_labels, split_heldout
+            self.heldout = split_heldout(record_labels(self.meta), cfg.validation_split, cfg.seed)
+        trained = int(self.meta["num_samples"]) - (int(self.heldout.sum()) if self.heldout is not None else 0)
+        spe = cfg.steps_per_epoch or max(1, trained // cfg.batch_size)
         self.plan = PlanSchedule(self.stages, spe)
         self.history: list[dict] = []
         self.best: dict[str, dict] = {}
@@ -151,9 +156,11 @@ class TrainRun:
             self.load_pretrained(cfg.pretrained)
         if cfg.resume:
             self.try_resume()
+        aligner = self.embedder(align_unaligned=True)
+        prepare = aligner.prepare_many if aligner.contract else None  # photos aligned once, as evaluate does
         for v in cfg.val_sets if self.chief else ():  # the other workers need not validate: they write nothing
             from .callbacks import PairSetValidator
-            self.validators.append(PairSetValidator(v, cfg.input_size, cfg.val_flip))
+            self.validators.append(PairSetValidator(v, cfg.input_size, cfg.val_flip, prepare))
         return self
 
     def needs_teacher(self) -> bool:
@@ -240,12 +247,13 @@ class TrainRun:
         save_checkpoint(self.out / "checkpoints", self.model, self.model.optimizer, self.state(step, si, seg),
                         self.cfg.keep_checkpoints, (Path(self.cfg.copy_to) if self.cfg.copy_to else None))
 
-    def embedder(self):
-        """The live backbone behind the one embedder interface (validation images are pre-aligned)."""
+    def embedder(self, align_unaligned: bool = False):
+        """The live backbone behind the one embedder interface (validation images are aligned when
+        the validator is made: ``align_unaligned`` is for that step)."""
         from ..embedders.model import KerasBackend, ModelEmbedder
 
         return ModelEmbedder(model_spec(self.cfg, self.meta), KerasBackend(model=self.backbone), name="validation",
-                             batch_size=self.cfg.val_batch_size, align_unaligned=False)
+                             batch_size=self.cfg.val_batch_size, align_unaligned=align_unaligned)
 
     def averaged(self):
         """Context: the backbone holds its moving-average weights (ema > 0), else nothing changes."""
@@ -283,6 +291,9 @@ class TrainRun:
             if m.name in logs and m.name not in row:  # each term's own (distillation's cosine to the teacher, ...)
                 row[m.name] = float(logs[m.name])
         with self.averaged():
+            if self.heldout is not None and ((len(self.history) + 1) % self.cfg.validation_every == 0
+                                             or step >= self.plan.total_steps):
+                row.update({f"heldout_{k}": v for k, v in self.validate_heldout().items()})
             for v in self.validators:
                 res = v(self.embedder())
                 row[f"val_{v.name}"] = res.accuracy
@@ -297,6 +308,31 @@ class TrainRun:
         write_history_csv(self.history, self.out / "history.csv")
         if self.cfg.tensorboard:
             self.tensorboard(row)
+
+    def validate_heldout(self) -> dict[str, float]:
+        """The terms' held-out figures (the classifier's cross-entropy and accuracy), each the mean
+        over every held-out record, without augmentation."""
+        import numpy as np
+        import tensorflow as tf
+
+        from ..data.input_pipeline import make_dataset
+
+        if not hasattr(self, "_heldout_step"):
+            c = self.cfg
+            self._heldout_ds = make_dataset(c.dataset, c.val_batch_size, training=False, image_size=c.input_size,
+                                            normalization=c.normalization, keep=self.heldout)
+
+            @tf.function
+            def step(x, y):
+                emb = tf.cast(self.backbone(x, training=False), tf.float32)
+                return {k: v for t in self.terms for k, v in t.heldout(emb, y).items()}
+            self._heldout_step = step
+        sums, n = {}, 0
+        for x, y in self._heldout_ds:
+            for k, v in self._heldout_step(x, y).items():
+                sums[k] = sums.get(k, 0.0) + float(np.sum(v.numpy()))
+            n += int(y.shape[0])
+        return {k: v / max(n, 1) for k, v in sums.items()}
 
     def tensorboard(self, row):
         import tensorflow as tf
@@ -319,7 +355,8 @@ class TrainRun:
         ds = make_dataset(c.dataset, c.batch_size, training=True, image_size=c.input_size,
                           normalization=c.normalization, augment=c.augment(),
                           shuffle_buffer=c.shuffle_buffer, deterministic=c.deterministic, seed=c.seed,
-                          start=start_step * c.batch_size, teacher=self.teacher if targets else None)
+                          start=start_step * c.batch_size, teacher=self.teacher if targets else None,
+                          keep=None if self.heldout is None else ~self.heldout, part_weights=c.dataset_weights or None)
         if self.multi_worker:
             # every worker reads the whole stream and keeps its part of each global batch: the
             # batches are those of a one-process run (file sharding would change them)
@@ -425,6 +462,9 @@ class TrainRun:
                    "loss": last.get("loss"), "accuracy": last.get("accuracy"),
                    "validation": {k[4:]: last[k] for k in val_keys(last)},
                    "validation_last10": last_mean(self.history),
+                   "heldout": None if self.heldout is None else {
+                       "images": int(self.heldout.sum()), "trained_images": int((~self.heldout).sum()),
+                       **{k[8:]: last[k] for k in last if k.startswith("heldout_")}},
                    "best": self.best, "history": str(self.out / "history.csv"),
                    "curves": str(self.out / "curves.png") if self.history else None,
                    "num_classes": spec["num_classes"], "precision": self.precision, "jit_compile": bool(self.model.jit_compile), "ema": self.cfg.ema,

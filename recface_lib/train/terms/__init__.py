@@ -5,7 +5,8 @@ regulariser). A term is one registered class (``@register``) in its own module: 
 TrainConfig field that holds its weight (``weight_field``, also its key in a plan stage), whether
 it needs a teacher's targets in the data (``needs_teacher``), when a run uses it (``active``),
 builds its layers and state (``build``: class centres, a projection, running centres), gives its
-outputs for the loss (``outputs``), its loss (``loss``), its logged metrics (``metrics``), its part
+outputs for the loss (``outputs``), its loss (``loss``), its logged metrics (``metrics``), its
+figures on held-out records (``heldout``: the classifier's cross-entropy and accuracy), its part
 of the run's description (``label``) and the one line for a training error it raised itself
 (``explain``). ``TrainRun`` builds the model, the dataset and the checkpoint from the active terms
 without knowing their names:
@@ -66,6 +67,11 @@ class Term:
 
     def metrics(self) -> list:
         return []
+
+    def heldout(self, emb, labels) -> dict:
+        """Per-sample figures on held-out records (``validation_split``), {name: (batch,) tensor};
+        the run reports each one's mean as ``heldout_<name>``."""
+        return {}
 
     def label(self) -> str:
         """This term in the run's one-line description (the progress bar)."""

@@ -48,5 +48,16 @@ class MarginTerm(Term):
     def metrics(self) -> list:
         return [self.accuracy]
 
+    def heldout(self, emb, labels) -> dict:
+        """The head's logits as in training (a margin head's margin on the target included, so the
+        held-out curves sit beside the training ones): cross-entropy and top-1 correctness."""
+        import keras
+        from keras import ops
+
+        logits = ops.cast(self.head([emb, labels], training=False), "float32")
+        y = ops.cast(labels, "int32")
+        return {"xent": keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True),
+                "accuracy": ops.cast(ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), y), "float32")}
+
     def label(self) -> str:
         return f"+{self.cfg.head}"
