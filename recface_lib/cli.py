@@ -178,10 +178,15 @@ def _p_models(p):
     p.add_argument("names", nargs="*", help="backbones (default: all)")
 
 
-@tool("models", "backbones and heads with their parameter counts", _p_models)
+@tool("models", "backbones, heads, objective terms, triplet losses and batch samplers", _p_models)
 def _models(a):
+    from .data.samplers import BATCH_SAMPLERS
     from .models.build import HEAD_NAMES, describe_backbones
-    return {"backbones": describe_backbones(a.input_size, a.embd_shape, a.names or None), "heads": list(HEAD_NAMES)}
+    from .train.terms import TERMS
+    from .train.triplet_losses import TRIPLET_LOSSES
+    return {"backbones": describe_backbones(a.input_size, a.embd_shape, a.names or None), "heads": list(HEAD_NAMES),
+            "terms": {name: cls.weight_field for name, cls in TERMS.items()}, "triplet_losses": list(TRIPLET_LOSSES),
+            "samplers": ["shuffle", *BATCH_SAMPLERS]}
 
 
 

@@ -207,7 +207,8 @@ def plot_training_curves(history: Sequence[Mapping], path=None, title: str = "tr
     a2.set_title(f"{title}: accuracy")
     for a in (a1, a2):
         a.grid(True, alpha=0.3)
-    a2.legend(fontsize=8, loc="lower right")
+    if a2.get_legend_handles_labels()[0]:  # a run without a head or validation has nothing to label
+        a2.legend(fontsize=8, loc="lower right")
     stage_changes = [r["global_step"] for prev, r in zip(history, history[1:]) if r["stage"] != prev["stage"]]
     for s in stage_changes:
         for a in (a1, a2):

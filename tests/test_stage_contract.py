@@ -177,7 +177,8 @@ def test_yaml_cli_and_notebook_give_the_same_config(name, tmp_path):
              "train": {"head": "ArcFace", "precision": "float32", "cpu_replicas": 0, "jit_compile": False,
                        "plan": [[2, 0.1, True, 2], {"epochs": 1, "lr": 0.01, "decay": "cosine"}],
                        "head_params": {"easy_margin": True}, "sample_rate": 1.0,
-                           "dataset": ["some/a", "some/b"]},  # several build outputs as one
+                       "strategy": "mirrored", "sampler_params": {"k": 2},  # pk batches: one machine's replicas
+                       "dataset": ["some/a", "some/b"]},  # several build outputs as one
              "evaluate": {"folds": [1, 10], "models": ["dlib_resnet", "runs/x"], "pair_sets": ["a.bin"]},
              "export": {"formats": ["onnx", "tflite"]}, "compare": {"runs": ["runs/a", "runs/b"]}}.get(name, {})
     vals.update(extra)

@@ -144,3 +144,36 @@ def test_center_loss_divergence_stops_the_run_in_one_line(friends_dir, tmp_path)
                                             r"= 5 its centre update overshoots") as e:
         _train(tmp_path / "ds", tmp_path / "run", batch_size=16, center_loss_alfa=0.6)
     assert "\n" not in str(e.value) and "at step 0" in str(e.value)
+
+
+def _triplet(ds, out, **kw):
+    return _train(ds, out, **{"head": "ArcFace", "center_loss_factor": 0.0, "prelogits_norm_loss_factor": 0.0,
+                              "triplet_weight": 1.0, "triplet_loss": "batch_hard", "sampler": "pk",
+                              "sampler_params": {"k": 2}, "plan": [[1, 0.01], [1, 0.001]], **kw})
+
+
+def test_triplet_run_on_pk_batches_resumes_the_same_sequence(ds, tmp_path):
+    """#24: batch-hard triplet loss alone (the margin head weighs head_weight 0, so it is not built) on
+    P x K batches (P 4, K 2): the active fraction and the valid anchors are logged, and a run killed after its
+    step-6 checkpoint and resumed ends with the uninterrupted run's weights (the sampler continues
+    its sequence from the step, not from the start)."""
+    import csv
+
+    full = _triplet(ds, tmp_path / "full")
+    assert full["global_step"] == 8 and np.isfinite(full["loss"])
+    with open(tmp_path / "full" / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert "triplet_active" in rows[0] and 0 <= float(rows[0]["triplet_active"]) <= 1
+    assert rows[0]["accuracy"] == "nan" and "loss_triplet" not in rows[0]  # head_weight 0: no head, one term
+    assert float(rows[0]["triplet_valid"]) == 8  # every anchor of a P x K batch has a positive and a negative
+    with killed_after_checkpoint(6):
+        _triplet(ds, tmp_path / "cut")
+    res = _triplet(ds, tmp_path / "cut")
+    assert res["resumed_from"] and res["global_step"] == 8
+    from conftest import runs_differ
+    assert runs_differ(tmp_path / "full", tmp_path / "cut") < 1e-5
+    # a P x K batch larger than the data allows: one line, before the model is built
+    from recface_lib.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"^sampler pk: .*friends16 has 16 classes with any images .*fewer than the "
+                                          r"P = 32 identities a batch of 64 needs$"):
+        _triplet(ds, tmp_path / "big", batch_size=64)

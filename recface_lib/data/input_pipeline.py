@@ -93,7 +93,7 @@ def rotate_image(img, angle):
 def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True, image_size: int = 112,
                  normalization: str = "-1:1", augment: Augmentation | None = None,
                  shuffle_buffer: int = 8192, repeat: bool | None = None, deterministic: bool = False, seed: int = 0,
-                 cycle_length: int = 8, start: int = 0, teacher=None, keep=None, part_weights=None):
+                 cycle_length: int = 8, start: int = 0, teacher=None, keep=None, part_weights=None, sampler=None):
     """``start``: the number of samples already consumed (resume). Element i of the stream always
     gets augmentation seed (seed, i); in deterministic mode the stream is also skipped to sample
     ``start``, so a resumed run sees exactly the batches an uninterrupted run would have.
@@ -105,7 +105,9 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
     ``keep``: a boolean per record (shard order): only those records are read (the held-out
     split, ``train.heldout``). ``part_weights``: for a union of build outputs, each part's
     sampling weight (its own shuffled, repeated stream; default: the union read as one, each part
-    in proportion to its size)."""
+    in proportion to its size). ``sampler``: a ``data.samplers`` batch sampler (P x K) chooses the
+    records of every batch instead of the shuffled stream (``keep`` then already applied by it);
+    batch i of the stream is the sampler's batch ``start // batch_size + i``."""
     import tensorflow as tf
 
     a = augment or Augmentation()
@@ -156,7 +158,16 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
             ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=not deterministic)
         return ds.repeat() if repeat else ds
 
-    if part_weights and union and repeat:  # facenet's several datasets, each sampled with its weight
+    if sampler is not None:  # the records of each batch chosen by the sampler, in its order
+        from .samplers import sampled_records
+
+        if not training:
+            raise ConfigError("sampler: a batch sampler is for training batches")
+        ds = tf.data.Dataset.from_generator(
+            lambda: sampled_records(meta, sampler, start // batch_size),
+            output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string),
+                              tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.bool)))
+    elif part_weights and union and repeat:  # facenet's several datasets, each sampled with its weight
         parts = meta["_parts"]
         if len(part_weights) != len(parts):
             raise ConfigError(f"dataset_weights: {len(part_weights)} weights for {len(parts)} datasets")
@@ -168,7 +179,7 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
     else:
         ds = records(np.arange(len(shards)))
     kept = int(keep.sum()) if keep is not None else n_records
-    if start and deterministic and repeat and kept:  # records only: skipping happens before any decoding
+    if start and deterministic and repeat and kept and sampler is None:  # records only: skipped before decoding
         ds = ds.skip(start % kept)
     ds = ds.enumerate(start=start)
     spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
@@ -231,7 +242,8 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
             return normalize(img, normalization), label, target
         return normalize(img, normalization), label
 
-    ds = ds.map(load, num_parallel_calls=auto, deterministic=deterministic or None)
+    # a sampler's batches are groups of consecutive elements: their order is kept whatever the mode
+    ds = ds.map(load, num_parallel_calls=auto, deterministic=(deterministic or sampler is not None) or None)
     ds = ds.batch(batch_size, drop_remainder=training)
     opts = tf.data.Options()
     opts.deterministic = bool(deterministic)

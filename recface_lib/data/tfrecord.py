@@ -73,23 +73,30 @@ class ShardWriter:
         self.count += 1
 
 
-def scan_shard(path: str | os.PathLike) -> int:
-    """Count the records of a shard by walking its framing; a clear error at a truncated record."""
+def record_spans(path: str | os.PathLike) -> list[tuple[int, int]]:
+    """Each record's (offset of its data, length), by walking the shard's framing (headers only);
+    a clear error at a truncated record."""
     p = Path(path)
     size = p.stat().st_size
-    n, off = 0, 0
+    spans, off = [], 0
     with open(p, "rb") as f:
         while off < size:
             head = f.read(12)
+            n = len(spans)
             if len(head) < 12:
                 raise FormatError(f"{p}: truncated record {n} at offset {off}: header needs 12 bytes, {len(head)} left")
             (length,) = struct.unpack("<Q", head[:8])
             if off + 12 + length + 4 > size:
                 raise FormatError(f"{p}: truncated record {n} at offset {off}: needs {length + 16} bytes, {size - off} left")
             f.seek(length + 4, 1)
+            spans.append((off + 12, length))
             off += 16 + length
-            n += 1
-    return n
+    return spans
+
+
+def scan_shard(path: str | os.PathLike) -> int:
+    """Count the records of a shard by walking its framing; a clear error at a truncated record."""
+    return len(record_spans(path))
 
 
 def read_records(path: str | os.PathLike):

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 
 from ..config import StageConfig, choice, param
 from ..data.input_pipeline import NORMALIZATIONS, Augmentation
+from ..data.samplers import BATCH_SAMPLERS
 from ..errors import ConfigError
 from ..models.build import BACKBONES, HEAD_ALIASES, HEAD_NAMES
 from .distill import DISTILL_LOSSES
 from .optim import DEFAULT_EPSILON, OPTIMIZERS
 from .plan import parse_plan
+from .triplet_losses import TRIPLET_LOSSES
 
 GUIDE_PLAN = [[8, 0.01, False, 1], [6, 0.005, False, 1], [8, 0.0025, True, 1],
               [10, 1e-3, True, 4], [10, 1e-4, True, 4], [10, 1e-5, True, 4]]
@@ -28,6 +30,8 @@ class TrainConfig(StageConfig):
         "head": ("head", "margin", "scale", "head_params", "sample_rate"),
         "distillation": ("teacher", "distill_loss", "distill_center", "distill_weight", "head_weight"),
         "auxiliary losses": ("center_loss_factor", "center_loss_alfa", "prelogits_norm_loss_factor", "prelogits_norm_p"),
+        "triplet": ("triplet_weight", "triplet_loss", "triplet_margin", "triplet_squared", "triplet_soft", "sampler",
+                    "sampler_params"),
         "plan": ("plan", "steps_per_epoch"),
         "optimisation": ("batch_size", "accumulate", "optimizer", "momentum", "nesterov", "epsilon", "weight_decay", "ema"),
         "devices": ("precision", "jit_compile", "strategy", "cpu_replicas", "deterministic", "seed"),
@@ -63,8 +67,9 @@ class TrainConfig(StageConfig):
                                        "so uncentred targets reward predicting the mean")
     distill_weight: float = param(1.0, "distillation: weight of the embedding matching (a plan stage may override it)",
                                   lo=0.0, hi=1e3)
-    head_weight: float = param(0.0, "distillation: weight of the margin head's loss on the labels (0: no head; a "
-                                    "plan stage may override it); without a teacher the head is the loss", lo=0.0, hi=1e3)
+    head_weight: float = param(0.0, "with a teacher or a triplet loss: weight of the margin head's loss on the labels "
+                                    "(0: no head; a plan stage may override it); otherwise the head is the loss",
+                               lo=0.0, hi=1e3)
     center_loss_factor: float = param(0.0, "facenet's center loss on the prelogits: its weight (0: none; facenet's "
                                            "recipes 0.01-0.02; a plan stage may override it)", lo=0.0, hi=1e3)
     center_loss_alfa: float = param(0.95, "center loss: centre update c -= (1 - alfa)(c - x) per sample; a class seen "
@@ -72,6 +77,18 @@ class TrainConfig(StageConfig):
     prelogits_norm_loss_factor: float = param(0.0, "facenet's prelogits norm loss: its weight (0: none; facenet "
                                                    "5e-4; a plan stage may override it)", lo=0.0, hi=1e3)
     prelogits_norm_p: float = param(1.0, "prelogits norm loss: the p of the p-norm", lo=0.5, hi=16.0)
+    triplet_weight: float = param(0.0, "triplet loss on the batch's embeddings: its weight (0: none; then the margin "
+                                       "head weighs head_weight, 0 by default; a plan stage may override it)",
+                                  lo=0.0, hi=1e3)
+    triplet_loss: str = choice("batch_hard", tuple(TRIPLET_LOSSES), "which triplets: batch_hard (hardest positive and "
+                               "negative per anchor), batch_all (every active triplet), semi_hard (FaceNet's)")
+    triplet_margin: float = param(0.2, "triplet loss margin (facenet's alpha 0.2)", lo=0.0, hi=4.0)
+    triplet_squared: bool = param(False, "triplet loss on squared distances (facenet) or distances (Hermans)")
+    triplet_soft: bool = param(False, "soft margin ln(1 + e^x) instead of the hinge (Hermans et al.)")
+    sampler: str = choice("shuffle", ("shuffle", *BATCH_SAMPLERS), "how records make batches: shuffle (the shuffled "
+                          "stream) or pk (P = batch_size / k identities x k images, for triplet losses)")
+    sampler_params: dict = param({}, "the sampler's parameters, checked by it: pk {k: 4, short: replace | skip} "
+                                     "(short: a class with fewer than k images drawn with replacement, or left out)")
     plan: list | str = param(GUIDE_PLAN, "stages: (epochs, lr, val_save, val_per_epoch[, weight_decay]) or mappings; "
                                          "or a facenet schedule file ('epoch: lr' lines, -1 stops)")
     batch_size: int = param(256, "global batch size", lo=1, hi=1 << 20)
@@ -136,6 +153,13 @@ class TrainConfig(StageConfig):
                                   f"{len(self.dataset_paths())} datasets (one each, in the order of dataset)")
             if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in self.dataset_weights):
                 raise ConfigError(f"{where}dataset_weights: {self.dataset_weights!r}: positive numbers expected")
+        if self.sampler != "shuffle":
+            BATCH_SAMPLERS[self.sampler].check_params(self.sampler_params, f"{where}sampler_params")
+            if self.strategy == "multi_worker":
+                raise ConfigError(f"{where}sampler: {self.sampler} batches are not split across workers yet "
+                                  "(each worker would keep every other record); use one machine's replicas")
+        elif self.sampler_params:
+            raise ConfigError(f"{where}sampler_params: the shuffle sampler takes none")
         if self.validation_split > 0 and self.sample_rate < 1.0:
             raise ConfigError(f"{where}validation_split: the held-out cross-entropy scores every class centre; "
                               "with Partial FC (sample_rate < 1) use pair sets (val_sets) instead")

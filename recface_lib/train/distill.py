@@ -17,8 +17,11 @@ def check_distillation(cfg, meta: dict, stages) -> None:
         if not labelled:
             raise ConfigError(f"{cfg.dataset}: unlabelled data (no identities) trains only by distillation: "
                               "give teacher (a `recface teach` output)")
-        if any(k in st.weights for st in stages for k in ("head_weight", "distill_weight")):
-            raise ConfigError("plan: head_weight / distill_weight are distillation settings: give teacher too")
+        if any("distill_weight" in st.weights for st in stages):
+            raise ConfigError("plan: distill_weight is a distillation setting: give teacher too")
+        if cfg.triplet_weight <= 0 and any("head_weight" in st.weights for st in stages):
+            raise ConfigError("plan: head_weight weighs the margin head beside a teacher or a triplet loss: "
+                              "give teacher or triplet_weight too")
         return
     if not labelled and any(w > 0 for w in weights):
         raise ConfigError(f"{cfg.dataset}: unlabelled data has no identities for the margin head: head_weight must be 0")

@@ -15,29 +15,7 @@ import math
 
 import numpy as np
 
-from ..errors import FormatError
-
-
-def record_labels(meta: dict) -> np.ndarray:
-    """Every record's label (union parts offset), in shard order: one read of the shards that
-    parses the label field alone."""
-    import tensorflow as tf
-
-    from ..data.tfrecord import check_shards, data_error
-
-    shards = [str(p) for p in check_shards(meta)]
-    spec = {"label": tf.io.FixedLenFeature([], tf.int64)}
-    out = []
-    try:
-        for path, sh in zip(shards, meta["shards"]):
-            ds = tf.data.TFRecordDataset(path).batch(4096).map(lambda r: tf.io.parse_example(r, spec)["label"])
-            labels = np.concatenate([b.numpy() for b in ds] or [np.zeros(0, np.int64)])
-            if len(labels) != int(sh["records"]):
-                raise FormatError(f"{path}: {len(labels)} records, metadata.json recorded {sh['records']}")
-            out.append(labels + int(sh.get("label_offset", 0)))
-    except tf.errors.OpError as e:
-        raise data_error(meta, e) from None
-    return np.concatenate(out) if out else np.zeros(0, np.int64)
+from ..data.samplers import record_labels
 
 
 def split_heldout(labels: np.ndarray, ratio: float, seed: int = 0) -> np.ndarray:

@@ -96,7 +96,8 @@ class TrainRun:
         self.heldout = None  # facenet's held-out validation: True for each record kept out of training
         if cfg.validation_split > 0:
             from .heldout import record_labels, split_heldout
-            self.heldout = split_heldout(record_labels(self.meta), cfg.validation_split, cfg.seed)
+            self._labels = record_labels(self.meta)
+            self.heldout = split_heldout(self._labels, cfg.validation_split, cfg.seed)
         trained = int(self.meta["num_samples"]) - (int(self.heldout.sum()) if self.heldout is not None else 0)
         spe = cfg.steps_per_epoch or max(1, trained // cfg.batch_size)
         self.plan = PlanSchedule(self.stages, spe)
@@ -128,6 +129,15 @@ class TrainRun:
 
         cfg = self.cfg
         self.strategy = make_strategy(cfg.strategy, cfg.cpu_replicas)
+        self.sampler = None  # a batch sampler (P x K) chooses each batch's records; checked before the model is built
+        if cfg.sampler != "shuffle":
+            from ..data.samplers import make_sampler, record_labels
+            if not hasattr(self, "_labels"):
+                self._labels = record_labels(self.meta)
+            self.sampler = make_sampler(cfg.sampler, self._labels, cfg.batch_size, cfg.seed,
+                                        self.strategy.num_replicas_in_sync,
+                                        None if self.heldout is None else ~self.heldout, str(cfg.dataset),
+                                        **cfg.sampler_params)
         self.precision = resolve_precision(cfg.precision)
         keras.config.set_dtype_policy(self.precision)
         keras.utils.set_random_seed(cfg.seed)
@@ -356,7 +366,8 @@ class TrainRun:
                           normalization=c.normalization, augment=c.augment(),
                           shuffle_buffer=c.shuffle_buffer, deterministic=c.deterministic, seed=c.seed,
                           start=start_step * c.batch_size, teacher=self.teacher if targets else None,
-                          keep=None if self.heldout is None else ~self.heldout, part_weights=c.dataset_weights or None)
+                          keep=None if self.heldout is None else ~self.heldout, part_weights=c.dataset_weights or None,
+                          sampler=self.sampler)
         if self.multi_worker:
             # every worker reads the whole stream and keeps its part of each global batch: the
             # batches are those of a one-process run (file sharding would change them)

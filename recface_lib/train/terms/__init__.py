@@ -14,7 +14,8 @@ without knowing their names:
 - ``margin``          the margin head's cross-entropy (any head, Partial FC), weight ``head_weight``;
 - ``distill``         embedding matching to a teacher, ``distill_weight``;
 - ``center``          facenet's center loss on the prelogits, ``center_loss_factor``;
-- ``prelogits_norm``  facenet's p-norm penalty on the prelogits, ``prelogits_norm_loss_factor``.
+- ``prelogits_norm``  facenet's p-norm penalty on the prelogits, ``prelogits_norm_loss_factor``;
+- ``triplet``         a triplet loss on the batch (``train.triplet_losses``), ``triplet_weight``.
 
 A term's weight is a variable of the model, set at each plan stage (a stage's own value, else
 the run's), so a stage that changes a weight reuses the traced train step."""
@@ -37,6 +38,12 @@ class Term:
 
     def __init__(self, run):
         self.cfg, self.meta = run.cfg, run.meta
+
+    @classmethod
+    def replaces_head(cls, cfg) -> bool:
+        """Whether this term, in use in ``cfg``, carries the objective without the margin head:
+        the head then weighs ``head_weight`` (0 by default) instead of 1 (distillation, triplet)."""
+        return False
 
     @classmethod
     def run_weight(cls, cfg) -> float:
@@ -144,6 +151,7 @@ from . import distill  # noqa: E402,F401,I001
 from . import margin  # noqa: E402,F401
 from . import center  # noqa: E402,F401
 from . import prelogits_norm  # noqa: E402,F401
+from . import triplet  # noqa: E402,F401
 
 WEIGHT_FIELDS = tuple(cls.weight_field for cls in TERMS.values())
 

@@ -19,6 +19,10 @@ class DistillTerm(Term):
     def active(cls, cfg, stages) -> bool:
         return bool(cfg.teacher)
 
+    @classmethod
+    def replaces_head(cls, cfg) -> bool:
+        return bool(cfg.teacher)
+
     def build(self, backbone, replicas: int = 1) -> None:
         import keras
 

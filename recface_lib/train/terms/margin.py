@@ -1,7 +1,8 @@
 """The margin head's cross-entropy (ArcFace and the rest, Softmax, Partial FC): the head gives
 logits for (embedding, label); the loss is their mean softmax cross-entropy, the logged metric the
 training accuracy. With Partial FC the logits are [target | sampled centres], the target at column
-0. Weight ``head_weight``: 1 without a teacher (the head is the loss), else the run's / stage's."""
+0. Weight 1 (the head is the loss), or ``head_weight`` (the run's / a stage's) while a term that
+can carry the objective alone is in use (a teacher's distillation, a triplet loss)."""
 from __future__ import annotations
 
 from . import Term, register
@@ -14,7 +15,9 @@ class MarginTerm(Term):
 
     @classmethod
     def run_weight(cls, cfg) -> float:
-        return float(cfg.head_weight) if cfg.teacher else 1.0
+        from . import TERMS
+
+        return float(cfg.head_weight) if any(T.replaces_head(cfg) for T in TERMS.values()) else 1.0
 
     def build(self, backbone, replicas: int = 1) -> None:
         import keras
