@@ -10,6 +10,8 @@ BACKBONES = {
     "ResNet34R": ("resnet", "ResNet34R"),
     "ResNet50": ("resnet", "ResNet50"),
     "ResNet101": ("resnet", "ResNet101"),
+    "ResNet18": ("torchvision_resnet", "ResNet18"),  # torchvision's layout (facenet-pytorch-glint360k)
+    "ResNet152": ("torchvision_resnet", "ResNet152"),
     "MobileNetV2": ("mobilenet", "MobileNetV2"),
     "Seesaw_shuffleFaceNet": ("seesaw", "Seesaw_shuffleFaceNet"),
     "InceptionResNetV1": ("inception_resnet_v1", "InceptionResNetV1"),  # facenet's
