@@ -177,3 +177,16 @@ def test_triplet_run_on_pk_batches_resumes_the_same_sequence(ds, tmp_path):
     with pytest.raises(ConfigError, match=r"^sampler pk: .*friends16 has 16 classes with any images .*fewer than the "
                                           r"P = 32 identities a batch of 64 needs$"):
         _triplet(ds, tmp_path / "big", batch_size=64)
+
+
+def test_triplet_collapse_guard_stops_the_run_in_one_line(ds, tmp_path):
+    """The collapse guard, made to fire: a spread threshold above any possible spread (2.0) for 3 steps
+    stops the run at step 3 with one line naming the rule and the step-2 checkpoint, not a model of
+    one point 2,000 steps later."""
+    from recface_lib.train.trainer import TrainingError
+
+    with pytest.raises(TrainingError) as e:
+        _triplet(ds, tmp_path / "run", collapse_spread=2.0, collapse_steps=3)
+    msg = str(e.value)
+    assert "\n" not in msg and "at step 2: triplet: the embeddings collapsed to a point (spread " in msg
+    assert "for 3 steps in a row" in msg and msg.endswith("ckpt-000000002")

@@ -30,8 +30,8 @@ class TrainConfig(StageConfig):
         "head": ("head", "margin", "scale", "head_params", "sample_rate"),
         "distillation": ("teacher", "distill_loss", "distill_center", "distill_weight", "head_weight"),
         "auxiliary losses": ("center_loss_factor", "center_loss_alfa", "prelogits_norm_loss_factor", "prelogits_norm_p"),
-        "triplet": ("triplet_weight", "triplet_loss", "triplet_margin", "triplet_squared", "triplet_soft", "sampler",
-                    "sampler_params"),
+        "triplet": ("triplet_weight", "triplet_loss", "triplet_margin", "triplet_squared", "triplet_soft", "collapse_spread",
+                    "collapse_steps", "sampler", "sampler_params"),
         "plan": ("plan", "steps_per_epoch"),
         "optimisation": ("batch_size", "accumulate", "optimizer", "momentum", "nesterov", "epsilon", "weight_decay", "ema"),
         "devices": ("precision", "jit_compile", "strategy", "cpu_replicas", "deterministic", "seed"),
@@ -85,6 +85,10 @@ class TrainConfig(StageConfig):
     triplet_margin: float = param(0.2, "triplet loss margin (facenet's alpha 0.2)", lo=0.0, hi=4.0)
     triplet_squared: bool = param(False, "triplet loss on squared distances (facenet) or distances (Hermans)")
     triplet_soft: bool = param(False, "soft margin ln(1 + e^x) instead of the hinge (Hermans et al.)")
+    collapse_spread: float = param(0.01, "triplet: the batch's embedding spread (mean distance of the normalised "
+                                         "embeddings to their mean) below which a step counts as collapsed", lo=0.0, hi=2.0)
+    collapse_steps: int = param(200, "triplet: stop the run after this many collapsed steps in a row (0: never)",
+                                lo=0, hi=10 ** 9)
     sampler: str = choice("shuffle", ("shuffle", *BATCH_SAMPLERS), "how records make batches: shuffle (the shuffled "
                           "stream) or pk (P = batch_size / k identities x k images, for triplet losses)")
     sampler_params: dict = param({}, "the sampler's parameters, checked by it: pk {k: 4, short: replace | skip} "

@@ -4,10 +4,18 @@ facenet-pytorch-glint360k): one of ``train.triplet_losses`` chosen by ``triplet_
 come from the batch, so it is meant for P x K batches (``sampler: pk``); under a distribution
 strategy each replica's part of the batch (whole identities: the sampler checks it) gives its own
 triplets. While it is in use the margin head weighs ``head_weight`` (0 by default: triplet loss
-alone), not 1. Logged: the active fraction and the valid triplets (anchors, pairs) per batch."""
+alone), not 1. Logged: the active fraction, the valid triplets (anchors, pairs) per batch and the
+embedding spread (the mean distance of the batch's L2-normalised embeddings to their mean).
+
+The collapse guard: hardest negatives early collapse a model to a point (the FaceNet paper) and
+the loss then sits at the margin; a spread below ``collapse_spread`` for ``collapse_steps``
+training steps in a row stops the run with one line naming the step and the newest checkpoint
+(0 steps: off)."""
 from __future__ import annotations
 
 from . import Term, register
+
+COLLAPSED = "recface: embeddings collapsed"
 
 
 @register
@@ -28,15 +36,43 @@ class TripletTerm(Term):
         self.fn = triplet_loss(c.triplet_loss, margin=c.triplet_margin, squared=c.triplet_squared, soft=c.triplet_soft)
         self.active_frac = keras.metrics.Mean(name="triplet_active")
         self.valid = keras.metrics.Mean(name="triplet_valid")
+        self.spread = keras.metrics.Mean(name="embedding_spread")
+        # consecutive collapsed steps; the first replica's count is the run's
+        self.collapsed = keras.Variable(0, dtype="int32", trainable=False, name="collapsed_steps",
+                                        aggregation="only_first_replica")
 
     def loss(self, emb, labels, teacher, outputs, training):
+        import tensorflow as tf
+
         value, figs = self.fn(emb, labels)
+        e = tf.math.l2_normalize(emb, axis=1, epsilon=1e-12)
+        spread = tf.reduce_mean(tf.norm(e - tf.reduce_mean(e, axis=0, keepdims=True), axis=1))
+        c = self.cfg
+        if training and c.collapse_steps > 0:
+            n = tf.where(spread < c.collapse_spread, self.collapsed + 1, tf.zeros_like(self.collapsed))
+            check = tf.debugging.Assert(n < c.collapse_steps, [COLLAPSED, spread])
+            with tf.control_dependencies([check]):
+                self.collapsed.assign(n)
         self.active_frac.update_state(figs["active"])
         self.valid.update_state(figs["valid"])
+        self.spread.update_state(spread)
         return value
 
     def metrics(self) -> list:
-        return [self.active_frac, self.valid]
+        return [self.active_frac, self.valid, self.spread]
+
+    def explain(self, error: str) -> str | None:
+        """The collapse guard's one line (None for any other error)."""
+        import re
+
+        if COLLAPSED not in error:
+            return None
+        m = re.search(re.escape(COLLAPSED) + r"\D*?([0-9.eE+-]+)", error)
+        c = self.cfg
+        return (f"triplet: the embeddings collapsed to a point (spread {m.group(1) if m else '?'} below "
+                f"collapse_spread {c.collapse_spread:g} for {c.collapse_steps} steps in a row; the loss sits at the "
+                "margin and nothing is learned): lower the learning rate, or start with semi_hard or triplet_soft "
+                "before batch_hard")
 
     def label(self) -> str:
         return f"+triplet({self.cfg.triplet_loss})"
