@@ -33,6 +33,23 @@ def test_notebooks_match_the_stage_configs_and_are_stripped():
         assert not any("def " in c.source for c in nb.cells if c.cell_type == "code")
 
 
+def test_papermill_reads_every_parameter_of_every_notebook(caplog):
+    """papermill's own parser reads each parameters line (a help comment holding '=' made it skip the
+    line with 'Unable to parse line' and warn 'Passed unknown parameter' on every run)."""
+    import logging
+
+    import papermill as pm
+
+    from recface_lib.stages import NOTEBOOK_EXTRAS, NOTEBOOKS, STAGE_ORDER, stage
+
+    for s in STAGE_ORDER:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="papermill"):
+            found = pm.inspect_notebook(str(REPO / "notebooks" / f"{NOTEBOOKS[s]}.ipynb"))
+        assert not [r.message for r in caplog.records if "Unable to parse" in r.getMessage()], s
+        assert set(found) == set(stage(s).config_class.field_names()) | set(NOTEBOOK_EXTRAS), s
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, friends_dir, installed_recface):
     """The tiny scenario as a pip user runs it (issue 14's acceptance): the wheel installed without

@@ -72,8 +72,8 @@ class TrainConfig(StageConfig):
                                lo=0.0, hi=1e3)
     center_loss_factor: float = param(0.0, "facenet's center loss on the prelogits: its weight (0: none; facenet's "
                                            "recipes 0.01-0.02; a plan stage may override it)", lo=0.0, hi=1e3)
-    center_loss_alfa: float = param(0.95, "center loss: centre update c -= (1 - alfa)(c - x) per sample; a class seen "
-                                         "more than 2 / (1 - alfa) times in a batch stops the run", lo=0.0, hi=0.999999)
+    center_loss_alfa: float = param(0.95, "center loss: each sample moves its class centre by (1 - alfa)(x - c); a class "
+                                         "seen more than 2 / (1 - alfa) times in a batch stops the run", lo=0.0, hi=0.999999)
     prelogits_norm_loss_factor: float = param(0.0, "facenet's prelogits norm loss: its weight (0: none; facenet "
                                                    "5e-4; a plan stage may override it)", lo=0.0, hi=1e3)
     prelogits_norm_p: float = param(1.0, "prelogits norm loss: the p of the p-norm", lo=0.5, hi=16.0)
@@ -90,7 +90,7 @@ class TrainConfig(StageConfig):
     collapse_steps: int = param(200, "triplet: stop the run after this many collapsed steps in a row (0: never)",
                                 lo=0, hi=10 ** 9)
     sampler: str = choice("shuffle", ("shuffle", *BATCH_SAMPLERS), "how records make batches: shuffle (the shuffled "
-                          "stream) or pk (P = batch_size / k identities x k images, for triplet losses)")
+                          "stream) or pk (batch_size / k identities x k images each, for triplet losses)")
     sampler_params: dict = param({}, "the sampler's parameters, checked by it: pk {k: 4, short: replace | skip} "
                                      "(short: a class with fewer than k images drawn with replacement, or left out)")
     plan: list | str = param(GUIDE_PLAN, "stages: (epochs, lr, val_save, val_per_epoch[, weight_decay]) or mappings; "
@@ -127,7 +127,7 @@ class TrainConfig(StageConfig):
     resume: bool = param(True, "continue from the newest checkpoint in output/ or copy_to/ (refused when it was made with other data or parameters); false: start fresh, old checkpoints removed", runtime=True)
     pretrained: str = param("", "transfer learning: backbone weights (.weights.h5) or a previous run folder", role="input")
     precision: str = choice("float32", PRECISIONS, "mixed precision policy (auto: mixed_float16 on GPUs of compute "
-                            "capability >= 7, mixed_bfloat16 on a TPU, else float32)")
+                            "capability 7 or newer, mixed_bfloat16 on a TPU, else float32)")
     jit_compile: bool = param(False, "XLA-compile the train step", runtime=True)
     strategy: str = param("auto", "tf.distribute strategy", choices=STRATEGIES, runtime=True)
     cpu_replicas: int = param(0, "testing: split the CPU into N logical devices and mirror over them", lo=0, hi=64, runtime=True)
