@@ -248,6 +248,17 @@ def test_facenet_normalisations_and_rotation(lfw10_build):
         np.testing.assert_allclose(tf_one, want, atol=1e-4)
     np.testing.assert_allclose(preprocess(list(imgs), 20, "fixed_standardization"),
                                (imgs.astype(np.float64) - 127.5) / 128.0, atol=1e-5)
+    # glint360k's torchvision Normalize (#24): ToTensor (x / 255), then per RGB channel (x - mean) / std
+    mean, std = np.array([0.6071, 0.4609, 0.3944]), np.array([0.2457, 0.2175, 0.2129])
+    want = (imgs.astype(np.float64) / 255.0 - mean) / std
+    np.testing.assert_allclose(preprocess(list(imgs), 20, "glint360k_mean_std"), want, atol=1e-5)
+    np.testing.assert_allclose(normalize(tf.constant(imgs / 255.0, tf.float32), "glint360k_mean_std").numpy(), want,
+                               atol=1e-5)
+    from recface_lib.train.config import TrainConfig
+    from recface_lib.train.trainer import model_contract
+    c = model_contract(TrainConfig.from_dict({"dataset": "d", "output": "o", "normalization": "glint360k_mean_std"}),
+                       {"preprocessing": {"size": 112}})
+    assert c["normalization_values"] == {"mean": list(mean), "std": list(std)}  # the constants travel
     # rotation: 0 degrees is the identity; 90 degrees of a square image is np.rot90 (counter-clockwise on screen)
     img = tf.constant(rng.random((9, 9, 3)), tf.float32)
     np.testing.assert_allclose(rotate_image(img, tf.constant(0.0)).numpy(), img.numpy(), atol=1e-6)

@@ -17,14 +17,19 @@ from ..config import StageConfig, param
 from ..errors import ConfigError
 from .tfrecord import check_shards, load_metadata
 
-NORMALIZATIONS = ("-1:1", "0:1", "-0.99:0.99", "0:255", "fixed_standardization", "prewhiten")
+NORMALIZATIONS = ("-1:1", "0:1", "-0.99:0.99", "0:255", "fixed_standardization", "prewhiten", "glint360k_mean_std")
+# per-channel (RGB) constants of a mode, recorded in the model's contract (train.model_contract) so
+# that a consumer outside recface standardises the same way: facenet-pytorch-glint360k's transforms
+NORMALIZATION_VALUES = {"glint360k_mean_std": {"mean": [0.6071, 0.4609, 0.3944], "std": [0.2457, 0.2175, 0.2129]}}
 
 
 def normalize(x, mode: str):
     """x: float image(s) in [0, 1] (an image HxWxC or a batch, NumPy or TensorFlow) -> the model's
     input. facenet's two: ``fixed_standardization`` (255 x - 127.5) / 128, and ``prewhiten``,
     per image (y - mean(y)) / max(std(y), 1 / sqrt(y.size)) of y = 255 x over all its pixels and
-    channels (facenet's ``prewhiten``; its floor is in 0-255 units, as facenet computed it)."""
+    channels (facenet's ``prewhiten``; its floor is in 0-255 units, as facenet computed it).
+    ``glint360k_mean_std``: per RGB channel (x - mean) / std with facenet-pytorch-glint360k's
+    constants (``NORMALIZATION_VALUES``)."""
     if mode == "-1:1":
         return x * 2.0 - 1.0
     if mode == "fixed_standardization":
@@ -33,6 +38,9 @@ def normalize(x, mode: str):
         return _prewhiten(x * 255.0)
     if mode == "0:1":
         return x
+    if mode in NORMALIZATION_VALUES:  # per channel: (x - mean) / std on [0, 1] values, as torchvision's Normalize
+        v = NORMALIZATION_VALUES[mode]
+        return (x - np.asarray(v["mean"], np.float32)) / np.asarray(v["std"], np.float32)
     if mode == "-0.99:0.99":
         return (x * 2.0 - 1.0) * 0.99
     if mode == "0:255":

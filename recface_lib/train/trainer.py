@@ -45,11 +45,16 @@ def nonfinite(variables) -> int:
 
 def model_contract(cfg: TrainConfig, meta: dict) -> dict | None:
     """The data's preprocessing contract (from metadata.json) plus what the model adds: its input
-    size and normalisation. None when the data has none (such a model cannot be exported)."""
+    size and normalisation (and a per-channel mode's constants). None when the data has none (such
+    a model cannot be exported)."""
     data = meta.get("preprocessing")
     if data is None:
         return None
-    return {**data, "input_size": cfg.input_size, "normalization": cfg.normalization}
+    from ..data.input_pipeline import NORMALIZATION_VALUES
+
+    values = NORMALIZATION_VALUES.get(cfg.normalization)
+    return {**data, "input_size": cfg.input_size, "normalization": cfg.normalization,
+            **({"normalization_values": values} if values else {})}
 
 
 def model_spec(cfg: TrainConfig, meta: dict) -> dict:
