@@ -128,6 +128,9 @@ def _train_metrics(s: dict) -> dict:
         m[f"val {k} (final)"] = v
     for k, v in (s.get("best") or {}).items():
         m[f"val {k} (best)"] = v.get("accuracy") if isinstance(v, dict) else v
+    if s.get("heldout"):  # facenet's held-out validation (validation_split)
+        m["held-out accuracy"] = s["heldout"].get("accuracy")
+        m["held-out xent"] = s["heldout"].get("xent")
     return m
 
 
@@ -199,6 +202,7 @@ def compare(cfg: CompareConfig | dict, show_progress: bool = True) -> dict:
     keys = sorted({k for r in recs for k in r["params"]})
     differ = [k for k in keys if len({json.dumps(r["params"].get(k), sort_keys=True, default=str) for r in recs}) > 1
               and not k.endswith((".output", ".dataset", ".models", ".embedder", ".run", ".val_sets", ".pair_sets"))
+              and not k.startswith("compare.")  # the comparison itself (a scenario's own folder lists it)
               and k not in ("export.check_images",)]
     metrics = list(dict.fromkeys(k for r in recs for k in r["metrics"]))
     rows = [{"run": r["name"], **{k: r["params"].get(k) for k in differ}, **{k: r["metrics"].get(k) for k in metrics}}

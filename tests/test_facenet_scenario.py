@@ -61,6 +61,8 @@ def test_facenet_lfw_trains_both_objectives_and_compares_them(facenet_run):
     comp = json.loads((runs / "facenet_lfw_compare" / "compare.json").read_text())
     assert [r["run"] for r in comp["rows"]] == ["facenet_lfw", "arcface"]
     assert {"train.head", "train.center_loss_factor", "train.prelogits_norm_loss_factor"} <= set(comp["differing"])
+    assert not [k for k in comp["differing"] if k.startswith("compare.")]  # not the comparison's own parameters
+    assert isinstance(comp["rows"][0]["held-out accuracy"], float)
     assert all(isinstance(r.get("lfw_fold10 accuracy"), float) for r in comp["rows"])
     assert "| facenet_lfw |" in (runs / "facenet_lfw_compare" / "compare.md").read_text()
 

@@ -62,8 +62,8 @@ def test_unknown_backbone_lists_valid_names():
     from recface_lib.errors import ConfigError
     from recface_lib.models.build import build_backbone
 
-    with pytest.raises(ConfigError, match="backbone: unknown 'ResNet18'; valid: MobileFaceNetV2, MobileFaceNet"):
-        build_backbone("ResNet18")
+    with pytest.raises(ConfigError, match="backbone: unknown 'ResNet19'; valid: MobileFaceNetV2, MobileFaceNet"):
+        build_backbone("ResNet19")
 
 
 def test_resnet18_is_torchvisions_layout_weight_for_weight():

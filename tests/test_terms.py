@@ -84,8 +84,9 @@ def test_registry_and_plan_stage_weights():
     from recface_lib.train.plan import parse_plan
     from recface_lib.train.terms import TERMS, WEIGHT_FIELDS
 
-    assert list(TERMS) == ["distill", "margin", "center", "prelogits_norm"]
-    assert WEIGHT_FIELDS == ("distill_weight", "head_weight", "center_loss_factor", "prelogits_norm_loss_factor")
+    assert list(TERMS) == ["distill", "margin", "center", "prelogits_norm", "triplet"]
+    assert WEIGHT_FIELDS == ("distill_weight", "head_weight", "center_loss_factor", "prelogits_norm_loss_factor",
+                             "triplet_weight")
     st = parse_plan([[1, 0.1], {"epochs": 1, "lr": 0.01, "center_loss_factor": 0.0}])
     assert st[0].weights == {} and st[1].weights == {"center_loss_factor": 0.0}
     with pytest.raises(ConfigError, match=r"plan\[0\]: unknown key\(s\) 'center_weight'; valid: .*center_loss_factor"):
