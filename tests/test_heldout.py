@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from recface_lib.errors import ConfigError
-from recface_lib.train.heldout import record_labels, split_heldout
+from recface_lib.data.samplers import record_labels
+from recface_lib.train.heldout import split_heldout
 
 
 def _facenet_split_counts(n: int, ratio: float, min_nrof_images_per_class: int = 0):

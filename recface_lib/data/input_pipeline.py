@@ -167,12 +167,13 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
         return ds.repeat() if repeat else ds
 
     if sampler is not None:  # the records of each batch chosen by the sampler, in its order
-        from .samplers import sampled_records
+        from .samplers import record_index, sampled_records
 
         if not training:
             raise ConfigError("sampler: a batch sampler is for training batches")
+        index = record_index(meta)  # once, not at every start of the generator
         ds = tf.data.Dataset.from_generator(
-            lambda: sampled_records(meta, sampler, start // batch_size),
+            lambda: sampled_records(index, sampler, start // batch_size),
             output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string),
                               tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.bool)))
     elif part_weights and union and repeat:  # facenet's several datasets, each sampled with its weight

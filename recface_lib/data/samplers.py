@@ -116,9 +116,9 @@ def make_sampler(name: str, labels, batch_size: int, seed: int = 0, replicas: in
     return BATCH_SAMPLERS[name](labels, batch_size, seed, replicas, keep, source, **params)
 
 
-def sampled_records(meta: dict, sampler: BatchSampler, start_batch: int = 0):
-    """Endless (row, record bytes, label offset, image is a path) in the sampler's batch order,
-    from batch ``start_batch``; each record read by its span in its shard."""
+def record_index(meta: dict) -> dict:
+    """Where every record is: its shard and byte span (one header walk per shard), and each shard's
+    path, label offset and whether its images are paths."""
     from pathlib import Path
 
     from .tfrecord import record_spans
@@ -126,11 +126,19 @@ def sampled_records(meta: dict, sampler: BatchSampler, start_batch: int = 0):
     d = Path(meta["_dir"])
     paths = [d / s["name"] for s in meta["shards"]]
     spans = [np.asarray(record_spans(p), np.int64).reshape(-1, 2) for p in paths]
-    shard_of = np.concatenate([np.full(len(s), i) for i, s in enumerate(spans)] or [np.zeros(0, int)])
-    span = np.concatenate(spans or [np.zeros((0, 2), np.int64)])
     union = "_parts" in meta
-    offsets = [int(s.get("label_offset", 0)) for s in meta["shards"]]
-    by_path = [bool(s["by_path"]) if union else meta.get("image_storage") == "path" for s in meta["shards"]]
+    return {"paths": paths,
+            "shard_of": np.concatenate([np.full(len(s), i) for i, s in enumerate(spans)] or [np.zeros(0, int)]),
+            "span": np.concatenate(spans or [np.zeros((0, 2), np.int64)]),
+            "offsets": [int(s.get("label_offset", 0)) for s in meta["shards"]],
+            "by_path": [bool(s["by_path"]) if union else meta.get("image_storage") == "path" for s in meta["shards"]]}
+
+
+def sampled_records(index: dict, sampler: BatchSampler, start_batch: int = 0):
+    """Endless (row, record bytes, label offset, image is a path) in the sampler's batch order,
+    from batch ``start_batch``; each record read by its span in its shard (``record_index``)."""
+    paths, shard_of, span = index["paths"], index["shard_of"], index["span"]
+    offsets, by_path = index["offsets"], index["by_path"]
     files = {}
     try:
         b = int(start_batch)
@@ -146,4 +154,5 @@ def sampled_records(meta: dict, sampler: BatchSampler, start_batch: int = 0):
             f.close()
 
 
-__all__ = ["BATCH_SAMPLERS", "BatchSampler", "PKSampler", "make_sampler", "record_labels", "sampled_records"]
+__all__ = ["BATCH_SAMPLERS", "BatchSampler", "PKSampler", "make_sampler", "record_index", "record_labels",
+           "sampled_records"]

@@ -19,7 +19,9 @@ def check_distillation(cfg, meta: dict, stages) -> None:
                               "give teacher (a `recface teach` output)")
         if any("distill_weight" in st.weights for st in stages):
             raise ConfigError("plan: distill_weight is a distillation setting: give teacher too")
-        if cfg.triplet_weight <= 0 and any("head_weight" in st.weights for st in stages):
+        from .terms import head_carries_objective
+
+        if head_carries_objective(cfg) and any("head_weight" in st.weights for st in stages):
             raise ConfigError("plan: head_weight weighs the margin head beside a teacher or a triplet loss: "
                               "give teacher or triplet_weight too")
         return

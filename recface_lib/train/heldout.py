@@ -15,7 +15,6 @@ import math
 
 import numpy as np
 
-from ..data.samplers import record_labels
 
 
 def split_heldout(labels: np.ndarray, ratio: float, seed: int = 0) -> np.ndarray:
@@ -37,4 +36,4 @@ def split_heldout(labels: np.ndarray, ratio: float, seed: int = 0) -> np.ndarray
     return held
 
 
-__all__ = ["record_labels", "split_heldout"]
+__all__ = ["split_heldout"]

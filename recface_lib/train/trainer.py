@@ -100,9 +100,8 @@ class TrainRun:
         self.stages = parse_plan(self.plan_stages)
         self.heldout = None  # facenet's held-out validation: True for each record kept out of training
         if cfg.validation_split > 0:
-            from .heldout import record_labels, split_heldout
-            self._labels = record_labels(self.meta)
-            self.heldout = split_heldout(self._labels, cfg.validation_split, cfg.seed)
+            from .heldout import split_heldout
+            self.heldout = split_heldout(self.labels(), cfg.validation_split, cfg.seed)
         trained = int(self.meta["num_samples"]) - (int(self.heldout.sum()) if self.heldout is not None else 0)
         spe = cfg.steps_per_epoch or max(1, trained // cfg.batch_size)
         self.plan = PlanSchedule(self.stages, spe)
@@ -136,10 +135,8 @@ class TrainRun:
         self.strategy = make_strategy(cfg.strategy, cfg.cpu_replicas)
         self.sampler = None  # a batch sampler (P x K) chooses each batch's records; checked before the model is built
         if cfg.sampler != "shuffle":
-            from ..data.samplers import make_sampler, record_labels
-            if not hasattr(self, "_labels"):
-                self._labels = record_labels(self.meta)
-            self.sampler = make_sampler(cfg.sampler, self._labels, cfg.batch_size, cfg.seed,
+            from ..data.samplers import make_sampler
+            self.sampler = make_sampler(cfg.sampler, self.labels(), cfg.batch_size, cfg.seed,
                                         self.strategy.num_replicas_in_sync,
                                         None if self.heldout is None else ~self.heldout, str(cfg.dataset),
                                         **cfg.sampler_params)
@@ -177,6 +174,13 @@ class TrainRun:
             from .callbacks import PairSetValidator
             self.validators.append(PairSetValidator(v, cfg.input_size, cfg.val_flip, prepare))
         return self
+
+    def labels(self):
+        """Every record's label in shard order, read once (the held-out split and the sampler use it)."""
+        if not hasattr(self, "_labels"):
+            from ..data.samplers import record_labels
+            self._labels = record_labels(self.meta)
+        return self._labels
 
     def needs_teacher(self) -> bool:
         """Whether a term reads the teacher's target of each record (the data then carries it)."""

@@ -52,7 +52,8 @@ def label_masks(labels):
 
 class TripletLoss:
     """``__call__(emb, labels) -> (loss, figures)``: figures are {"active": fraction of the
-    triplets (or anchors, or pairs) with a positive loss, "valid": how many there were}."""
+    triplets (or anchors, or pairs) with a positive loss, "valid": how many there were}. A loss
+    gives its rule as ``select(d, pos, neg)`` on the batch's distances and label masks."""
 
     name: ClassVar[str]
 
@@ -65,6 +66,9 @@ class TripletLoss:
         return tf.math.softplus(x) if self.soft else tf.nn.relu(x + self.margin)
 
     def __call__(self, emb, labels):
+        return self.select(pairwise_distances(emb, self.squared), *label_masks(labels))
+
+    def select(self, d, pos, neg):
         raise NotImplementedError
 
 
@@ -88,11 +92,9 @@ def _mean_over_valid(loss, valid):
 class BatchAll(TripletLoss):
     name = "batch_all"
 
-    def __call__(self, emb, labels):
+    def select(self, d, pos, neg):
         import tensorflow as tf
 
-        d = pairwise_distances(emb, self.squared)
-        pos, neg = label_masks(labels)
         valid = tf.cast(tf.logical_and(pos[:, :, None], neg[:, None, :]), d.dtype)  # [a, p, n]
         loss = self.hinge(d[:, :, None] - d[:, None, :]) * valid
         active = tf.cast(loss > 1e-16, d.dtype) * valid
@@ -104,11 +106,9 @@ class BatchAll(TripletLoss):
 class BatchHard(TripletLoss):
     name = "batch_hard"
 
-    def __call__(self, emb, labels):
+    def select(self, d, pos, neg):
         import tensorflow as tf
 
-        d = pairwise_distances(emb, self.squared)
-        pos, neg = label_masks(labels)
         posf, negf = tf.cast(pos, d.dtype), tf.cast(neg, d.dtype)
         hardest_pos = tf.reduce_max(d * posf, axis=1)
         big = tf.reduce_max(d) + 1.0
@@ -121,11 +121,9 @@ class BatchHard(TripletLoss):
 class SemiHard(TripletLoss):
     name = "semi_hard"
 
-    def __call__(self, emb, labels):
+    def select(self, d, pos, neg):
         import tensorflow as tf
 
-        d = pairwise_distances(emb, self.squared)
-        pos, neg = label_masks(labels)
         negf = tf.cast(neg, d.dtype)
         d_ap = d[:, :, None]  # [a, p, 1]
         d_an = d[:, None, :]  # [a, 1, n]

@@ -92,6 +92,12 @@ class Term:
 WEIGHT_FIELDS: tuple[str, ...] = ()
 
 
+def head_carries_objective(cfg) -> bool:
+    """Whether the margin head is the loss (weight 1): no term that can carry the objective alone
+    (a teacher's distillation, a triplet loss) is in use; else it weighs ``head_weight``."""
+    return not any(T.replaces_head(cfg) for T in TERMS.values())
+
+
 def active_terms(run) -> list[Term]:
     """The run's terms, in registry order."""
     return [cls(run) for cls in TERMS.values() if cls.active(run.cfg, run.stages)]
@@ -155,4 +161,5 @@ from . import triplet  # noqa: E402,F401
 
 WEIGHT_FIELDS = tuple(cls.weight_field for cls in TERMS.values())
 
-__all__ = ["TERMS", "Term", "WEIGHT_FIELDS", "active_terms", "build_objective_model", "register"]
+__all__ = ["TERMS", "Term", "WEIGHT_FIELDS", "active_terms", "build_objective_model", "head_carries_objective",
+           "register"]

@@ -15,9 +15,9 @@ class MarginTerm(Term):
 
     @classmethod
     def run_weight(cls, cfg) -> float:
-        from . import TERMS
+        from . import head_carries_objective
 
-        return float(cfg.head_weight) if any(T.replaces_head(cfg) for T in TERMS.values()) else 1.0
+        return 1.0 if head_carries_objective(cfg) else float(cfg.head_weight)
 
     def build(self, backbone, replicas: int = 1) -> None:
         import keras
