@@ -19,7 +19,8 @@ def test_models_json_pins_parameter_counts():
     assert got == PINNED
     assert all(v["embedding"] == 512 for v in out["backbones"].values())
     assert {"ArcFace", "CosFace", "SphereFace", "AdaCos", "AdaFace", "Combined"} <= set(out["heads"])
-    assert out["triplet_losses"] == ["batch_all", "batch_hard", "semi_hard"] and out["samplers"] == ["shuffle", "pk"]
+    assert out["triplet_losses"] == ["batch_all", "batch_hard", "semi_hard", "facenet", "margin_filter",
+                                      "margin_filter_semi_hard"] and out["samplers"] == ["shuffle", "pk"]
     assert out["terms"]["triplet"] == "triplet_weight" and out["terms"]["margin"] == "head_weight"
     # the recface guide's MobileFaceNetV2 is "about 1.2M parameters without the head"
     assert 1.1e6 < PINNED["MobileFaceNetV2"] < 1.3e6

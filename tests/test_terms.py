@@ -154,22 +154,24 @@ def _triplet(ds, out, **kw):
 
 
 def test_triplet_run_on_pk_batches_resumes_the_same_sequence(ds, tmp_path):
-    """#24: batch-hard triplet loss alone (the margin head weighs head_weight 0, so it is not built) on
-    P x K batches (P 4, K 2): the active fraction and the valid anchors are logged, and a run killed after its
-    step-6 checkpoint and resumed ends with the uninterrupted run's weights (the sampler continues
-    its sequence from the step, not from the start)."""
+    """#24: facenet's triplet selection alone (the margin head weighs head_weight 0, so it is not built)
+    on P x K batches (P 4, K 2): the active fraction, the valid pairs and the mean distances are
+    logged, and a run killed after its step-6 checkpoint and resumed ends with the uninterrupted
+    run's weights: the sampler continues its sequence from the step, and the loss's random
+    negatives are drawn from the step's seed, not from a generator's state that a restart loses."""
     import csv
 
-    full = _triplet(ds, tmp_path / "full")
+    full = _triplet(ds, tmp_path / "full", triplet_loss="facenet")
     assert full["global_step"] == 8 and np.isfinite(full["loss"])
     with open(tmp_path / "full" / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert "triplet_active" in rows[0] and 0 <= float(rows[0]["triplet_active"]) <= 1
     assert rows[0]["accuracy"] == "nan" and "loss_triplet" not in rows[0]  # head_weight 0: no head, one term
-    assert float(rows[0]["triplet_valid"]) == 8  # every anchor of a P x K batch has a positive and a negative
+    assert float(rows[0]["triplet_valid"]) == 4  # one (anchor, positive) pair per identity of a P x K batch
+    assert 0 <= float(rows[0]["triplet_d_ap"]) < float(rows[0]["triplet_d_an"]) + 1 and float(rows[0]["triplet_d_an"]) > 0
     with killed_after_checkpoint(6):
-        _triplet(ds, tmp_path / "cut")
-    res = _triplet(ds, tmp_path / "cut")
+        _triplet(ds, tmp_path / "cut", triplet_loss="facenet")
+    res = _triplet(ds, tmp_path / "cut", triplet_loss="facenet")
     assert res["resumed_from"] and res["global_step"] == 8
     from conftest import runs_differ
     assert runs_differ(tmp_path / "full", tmp_path / "cut") < 1e-5

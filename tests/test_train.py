@@ -114,16 +114,27 @@ def test_gpu_paths_on_cpu_mirrored_bfloat16_and_xla(ds, tmp_path):
     # Partial FC over two replicas: each samples for its half of the batch, the row-sparse
     # gradients are summed across replicas and the sampled centres updated once
     pfc = train_args(ds, tmp_path / "pfc", *one, "--set", "sample_rate=0.25")
-    # logical CPUs exist only before TensorFlow starts: both runs in one fresh process, through the
-    # function the entry point calls (one TensorFlow start instead of two)
+    # #24: a triplet loss with random draws on P x K batches, each replica given whole identities
+    # (P 8 = 4 per replica), in mixed precision; and the replicas' draws are seeded apart
+    trip = train_args(ds, tmp_path / "trip", *one, "--set", "precision=mixed_bfloat16", "--set", "triplet_weight=1",
+                      "--set", "triplet_loss=margin_filter", "--set", "sampler=pk", "--set", "sampler_params={k: 2}")
+    seeds = ("import json, tensorflow as tf\nfrom recface_lib.train.terms.triplet import draw_seed\n"
+             "st = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])\n"
+             "v = st.experimental_local_results(st.run(lambda: draw_seed(3, tf.constant(5, tf.int64))))\n"
+             "print(json.dumps({'seeds': [x.numpy().tolist() for x in v]}))\n")
+    # logical CPUs exist only before TensorFlow starts: the runs in one fresh process, through the
+    # function the entry point calls (one TensorFlow start instead of three)
     code = ("import sys\nfrom recface_lib.cli import main\n"
-            f"sys.exit(max(main(a) or 0 for a in {[mirror, pfc]!r}))")
+            f"rc = max(main(a) or 0 for a in {[mirror, pfc, trip]!r})\n{seeds}sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "RECFACE_NO_PROGRESS": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    r, p = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith('{"ok"')]
+    r, p, t = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith('{"ok"')]
     assert r["replicas"] == 2 and r["precision"] == "mixed_bfloat16" and np.isfinite(r["loss"])
     assert p["replicas"] == 2 and p["global_step"] == 2 and np.isfinite(p["loss"])
+    assert t["replicas"] == 2 and t["global_step"] == 2 and np.isfinite(t["loss"])
+    seeds = next(json.loads(ln)["seeds"] for ln in proc.stdout.splitlines() if ln.startswith('{"seeds"'))
+    assert seeds == [[3, 5 * 1024], [3, 5 * 1024 + 1]]
     assert json.loads((tmp_path / "pfc" / "manifest.json").read_text())["parameters"]["sample_rate"] == 0.25
     # XLA in this process, after an earlier deterministic run left op determinism on (under which
     # Keras quietly compiles without XLA): the summary reports the step Keras compiled

@@ -81,7 +81,9 @@ class TrainConfig(StageConfig):
                                        "head weighs head_weight, 0 by default; a plan stage may override it)",
                                   lo=0.0, hi=1e3)
     triplet_loss: str = choice("batch_hard", tuple(TRIPLET_LOSSES), "which triplets: batch_hard (hardest positive and "
-                               "negative per anchor), batch_all (every active triplet), semi_hard (FaceNet's)")
+                               "negative per anchor), batch_all (every active triplet), semi_hard (FaceNet's), facenet "
+                               "(facenet's select_triplets), margin_filter[_semi_hard] (glint360k's random triplets "
+                               "inside the margin)")
     triplet_margin: float = param(0.2, "triplet loss margin (facenet's alpha 0.2)", lo=0.0, hi=4.0)
     triplet_squared: bool = param(False, "triplet loss on squared distances (facenet) or distances (Hermans)")
     triplet_soft: bool = param(False, "soft margin ln(1 + e^x) instead of the hinge (Hermans et al.)")
