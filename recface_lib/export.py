@@ -124,7 +124,7 @@ def export(run: str | os.PathLike, out: str | os.PathLike, check_images: str | o
     from . import __version__
     from .embedders.factory import model_identity
     from .embedders.model import (TFLITE_MEMBERS, KerasBackend, OnnxBackend, TfliteBackend, load_run, preprocess,
-                                  run_weights, tensor_types)
+                                  run_weights, tensor_types, weights_threshold)
     from .quantize import PairParity, convert_tflite, cosine_stats, gate, parity_markdown, representative_faces
 
     check_formats(formats)
@@ -197,8 +197,7 @@ def export(run: str | os.PathLike, out: str | os.PathLike, check_images: str | o
                               + ", ".join(f"{k} min cosine {v:.6f}" for k, v in failed.items()))
         warnings = gate(table, max_accuracy_drop, keep_failing)
         manifest = read_manifest(run) or {}
-        best = manifest.get("summary", {}).get("best", {})
-        thr = next((b.get("threshold") for b in best.values() if b.get("threshold") is not None), None)
+        thr = weights_threshold(spec, weights)  # the threshold of the weights exported
         meta = {**spec, "format_version": 2, "recface_version": __version__,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "input": {"size": emb.size, "color_order": "RGB", "layout": "NHWC float32",

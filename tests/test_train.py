@@ -85,6 +85,19 @@ def test_validation_best_copy_to_and_transfer(ds, tmp_path):
     accs = [float(r["val_test"]) for r in csv.DictReader((run / "history.csv").read_text().splitlines())]
     assert len(accs) == 2 and r1["validation_last10"]["test"] == {"mean": pytest.approx(sum(accs) / 2), "of": 2}
     assert sorted(p.name for p in drive.glob("ckpt-*"))[-1] == "ckpt-000000004"
+    # #24: the threshold travels: model.json holds, for the final weights and for each best, the
+    # mean of the folds' best thresholds; evaluating the final weights again gives the same one,
+    # and export takes the threshold of the weights it exports
+    from recface_lib.embedders.model import load_run, read_run_spec, weights_threshold
+    from recface_lib.train.callbacks import PairSetValidator
+    spec = read_run_spec(run)
+    fin, best = spec["verification_thresholds"]["final"]["test"], spec["verification_thresholds"]["test"]["test"]
+    again = PairSetValidator(str(val), 32, True)(load_run(run))
+    assert fin["cosine"] == pytest.approx(again.threshold, abs=1e-6) and fin["accuracy"] == pytest.approx(again.accuracy)
+    assert fin["global_step"] == 4 and fin["l2"] == pytest.approx(np.sqrt(2 - 2 * fin["cosine"]))
+    assert best["cosine"] == r1["best"]["test"]["threshold"] and best["global_step"] == r1["best"]["test"]["global_step"]
+    assert weights_threshold(spec, "final") == fin["cosine"] and weights_threshold(spec, "test") == best["cosine"]
+    assert weights_threshold({}, "final") is None
 
     # the local runtime is lost: the plan is extended and resumes from the Drive copy
     import shutil

@@ -206,6 +206,14 @@ def read_run_spec(run: str | os.PathLike) -> dict:
         raise FormatError(f"{p}: not valid JSON ({e})") from e
 
 
+def weights_threshold(spec: dict, weights: str = "final") -> float | None:
+    """The verification threshold (cosine similarity) a run recorded for these weights
+    (``final`` or a pair set's best): its first pair set's, None where it validated none."""
+    sets = (spec.get("verification_thresholds") or {}).get(weights) or {}
+    first = next(iter(sets.values()), None)
+    return None if first is None else float(first["cosine"])
+
+
 def run_weights(run: str | os.PathLike, weights: str = "final") -> Path:
     d = Path(run)
     w = d / "final" / "backbone.weights.h5" if weights == "final" else d / "best" / f"{weights}.weights.h5"

@@ -317,6 +317,7 @@ class TrainRun:
                 res = v(self.embedder())
                 row[f"val_{v.name}"] = res.accuracy
                 row[f"val_{v.name}_std"] = res.accuracy_std
+                row[f"threshold_{v.name}"] = res.threshold  # the folds' best thresholds' mean (cosine)
                 if st.val_save and res.accuracy > self.best.get(v.name, {}).get("accuracy", -1):
                     save_backbone(self.backbone, self.out / "best" / f"{v.name}.weights.h5")
                     self.best[v.name] = {"accuracy": res.accuracy, "threshold": res.threshold, "global_step": step}
@@ -455,6 +456,16 @@ class TrainRun:
                             "checked finite before it is written). Lower that stage's learning rate, then rerun to resume.")
 
     # -- results ------------------------------------------------------------------------------
+    def thresholds(self) -> dict:
+        """{weights: {pair set: threshold_entry}} for the weights export can take: ``final`` (its
+        validation at the last step; none if the last step was not validated) and each set's best."""
+        last = self.history[-1] if self.history else {}
+        done = last.get("global_step") == self.global_step
+        final = {k[10:]: threshold_entry(last[k], last[f"val_{k[10:]}"], self.global_step)
+                 for k in last if k.startswith("threshold_")} if done else {}
+        return {"final": final, **{name: {name: threshold_entry(b["threshold"], b["accuracy"], b["global_step"])}
+                                   for name, b in self.best.items()}}
+
     def finish(self) -> dict:
         from ..plots import plot_training_curves
         from .callbacks import save_backbone, write_history_csv
@@ -462,7 +473,7 @@ class TrainRun:
         bad = nonfinite(self.backbone.weights)
         if bad:
             self.stop_nonfinite(self.global_step, f"{bad} non-finite backbone weights")
-        spec = model_spec(self.cfg, self.meta)
+        spec = model_spec(self.cfg, self.meta) | {"verification_thresholds": self.thresholds()}
         summary = {"output": str(self.out), "global_step": self.global_step, "total_steps": self.plan.total_steps,
                    "replicas": self.strategy.num_replicas_in_sync, "chief": self.chief}
         if not self.chief:  # the chief writes the run's results
@@ -493,6 +504,13 @@ class TrainRun:
                        {"dataset": [Path(d) / "metadata.json" for d in self.cfg.dataset_paths()]},
                        {"global_step": self.global_step}, spec["preprocessing"], summary=summary)
         return summary
+
+
+def threshold_entry(cosine: float, accuracy: float, step: int) -> dict:
+    """One pair set's verification threshold for a model.json: the mean of its 10 folds' best
+    thresholds (glint360k's ``best_distance_threshold``), as a cosine similarity (same above it)
+    and as the euclidean distance of the normalised embeddings (same below it)."""
+    return {"cosine": cosine, "l2": math.sqrt(max(2.0 - 2.0 * cosine, 0.0)), "accuracy": accuracy, "global_step": step}
 
 
 def val_keys(row: dict) -> list[str]:
