@@ -9,6 +9,16 @@ float32 matmul peak measured in the same run.
 With ``--reps N`` (N >= 5 for README figures) each measurement is a fresh process, bare and ours
 alternating (which goes first swaps every repetition), and the median and range of N are printed
 with the ratio of the medians and the median and range of the per-repetition ratios.
+
+The triplet step (#24) on real shards: ``--triplet DATASET --reps N`` times, each in a fresh
+process and interleaved, our trainer's ArcFace step (shuffled stream) and its triplet step (P x K
+batches, k 4, batch-hard loss, no head) at the same batch, both reading DATASET's TFRecords
+(decode and augmentation included), and the P x K input pipeline alone (batches per second
+drawn from ``run.dataset``, no model): the triplet step is input-bound if the pipeline alone is
+not clearly faster than the step.
+
+    .venv/bin/python benchmarks/train_step.py --triplet runs/triplet/tfrecords --backbone MobileFaceNet \
+        --size 80 --batch 64 --steps 20 --reps 5
 """
 import argparse
 import json
@@ -130,6 +140,64 @@ def ours(args, precision, jit, tmp):
     return t.n * args.batch / (t.t1 - t.t0)
 
 
+TRIPLET_KINDS = ("arcface", "triplet", "pk_input")
+
+
+def triplet_one(args, kind, tmp):
+    """One measurement on real shards: images/s of a training step (``arcface`` or ``triplet``) or of
+    the P x K input pipeline alone (``pk_input``)."""
+    import itertools
+
+    from recface_lib.train.config import TrainConfig
+    from recface_lib.train.trainer import TrainRun
+
+    n = args.warmup + args.steps
+    common = dict(dataset=args.triplet, output=os.path.join(tmp, kind), backbone=args.backbone, input_size=args.size,
+                  embd_shape=128, plan=[[1, 0.01]], steps_per_epoch=n, batch_size=args.batch, checkpoint_every=0,
+                  tensorboard=False, resume=False)
+    pk = dict(triplet_weight=1.0, triplet_loss="batch_hard", sampler="pk", sampler_params={"k": 4})
+    cfg = TrainConfig.from_dict({**common, **(dict(head="ArcFace") if kind == "arcface" else pk)})
+    run = TrainRun(cfg, show_progress=False)
+    if kind == "pk_input":
+        run.build()
+        it = iter(run.dataset(0))
+        for _ in range(args.warmup):
+            next(it)
+        t = time.perf_counter()
+        for _ in itertools.islice(it, args.steps):
+            pass
+        return args.steps * args.batch / (time.perf_counter() - t)
+    t = Timer(args.warmup)
+    run.extra_callbacks = [t.cb]
+    run.build()
+    run.fit()
+    return t.n * args.batch / (t.t1 - t.t0)
+
+
+def triplet_repeated(args):
+    import numpy as np
+
+    common = ["--triplet", args.triplet, "--backbone", args.backbone, "--batch", str(args.batch), "--size",
+              str(args.size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    got = {k: [] for k in TRIPLET_KINDS}
+    for r in range(args.reps):
+        order = TRIPLET_KINDS if r % 2 == 0 else TRIPLET_KINDS[::-1]
+        for kind in order:
+            out = subprocess.run([sys.executable, __file__, "--one", kind, *common], capture_output=True, text=True,
+                                 check=True)
+            got[kind].append(json.loads(out.stdout.strip().splitlines()[-1])["img_s"])
+    a, t, p = (np.array(got[k]) for k in TRIPLET_KINDS)
+    med = {k: float(np.median(v)) for k, v in got.items()}
+    print(f"{args.backbone} {args.size} px batch {args.batch} on {args.triplet}, {args.reps} interleaved repetitions x "
+          f"{args.steps} timed steps: ArcFace step {med['arcface']:.1f} img/s ({a.min():.1f}-{a.max():.1f}), "
+          f"triplet step (P x K, batch-hard) {med['triplet']:.1f} img/s ({t.min():.1f}-{t.max():.1f}), "
+          f"P x K input alone {med['pk_input']:.0f} img/s ({p.min():.0f}-{p.max():.0f}); triplet / ArcFace "
+          f"{med['triplet'] / med['arcface']:.3f} (per repetition {np.median(t / a):.3f}, "
+          f"{(t / a).min():.3f}-{(t / a).max():.3f}); input / triplet step {med['pk_input'] / med['triplet']:.1f}x",
+          flush=True)
+    print(json.dumps({"triplet": got}))
+
+
 def repeated(args):
     import numpy as np
 
@@ -161,8 +229,16 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--configs", nargs="*", default=["float32", "float32+xla", "mixed_bfloat16", "mixed_bfloat16+xla"])
     ap.add_argument("--reps", type=int, default=0, help="fresh-process repetitions, interleaved (0: one in-process run)")
-    ap.add_argument("--one", choices=["bare", "ours"], help=argparse.SUPPRESS)
+    ap.add_argument("--triplet", help="a TFRecord dataset: the triplet step against the ArcFace step on it")
+    ap.add_argument("--one", choices=["bare", "ours", *TRIPLET_KINDS], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.triplet and args.one:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps({"img_s": triplet_one(args, args.one, tmp)}))
+        return
+    if args.triplet:
+        return triplet_repeated(args) if args.reps else print(json.dumps({k: triplet_one(args, k, tempfile.mkdtemp())
+                                                                           for k in TRIPLET_KINDS}))
     if args.one:  # (internal) one measurement of one config in this fresh process
         precision, jit = args.configs[0].split("+")[0], args.configs[0].endswith("+xla")
         with tempfile.TemporaryDirectory() as tmp:

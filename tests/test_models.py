@@ -8,7 +8,8 @@ from conftest import last_json, run_cli
 # all weights incl. batch-norm statistics, at 112x112 input and 512-d embedding
 PINNED = {"MobileFaceNetV2": 1220864, "MobileFaceNet": 1220864, "ResNet34": 34164672, "ResNet34R": 11767776,
           "ResNet50": 43628480, "ResNet101": 65225280, "MobileNetV2": 12750912, "Seesaw_shuffleFaceNet": 1727232,
-          "TestMobileFaceNet": 61824, "InceptionResNetV1": 23497424, "ResNet18": 11448256, "ResNet152": 59343808}
+          "TestMobileFaceNet": 61824, "InceptionResNetV1": 23497424, "ResNet18": 11448256, "ResNet152": 59343808,
+          "InceptionResNetV2": 55124704}
 # facenet's Inception-ResNet-v1: trainable parameters (any input size), 128-d and 512-d embeddings
 FACENET_TRAINABLE = {128: 22779312, 512: 23467824}
 
@@ -39,6 +40,19 @@ def test_inception_resnet_v1_is_facenets():
     assert bns and all(la.momentum == 0.995 and la.epsilon == 1e-3 and not la.scale for la in bns)
     with pytest.raises(ConfigError, match="InceptionResNetV1 needs at least 75 pixels"):
         build_backbone("InceptionResNetV1", 74, 128)
+
+
+def test_inception_resnet_v2_sizes():
+    """keras.applications' body (54,336,736 parameters, counted there) with facenet's bottleneck: the
+    same count at 75 and 160 px (nothing depends on the size), and 74 px refused in one line."""
+    from recface_lib.errors import ConfigError
+    from recface_lib.models.build import build_backbone
+
+    for size in (75, 160):
+        m = build_backbone("InceptionResNetV2", size, 128)
+        assert m.output_shape == (None, 128) and m.count_params() == 54336736 + 1536 * 128 + 3 * 128
+    with pytest.raises(ConfigError, match="^input_size: InceptionResNetV2 needs at least 75 pixels"):
+        build_backbone("InceptionResNetV2", 74, 128)
 
 
 def test_original_mobilefacenet_128d_and_mixed_precision_output():

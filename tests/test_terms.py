@@ -1,6 +1,8 @@
 """The objective's terms (#23): facenet's center loss and prelogits norm loss against NumPy, the
 center loss on facenet's own toy problem, inside the trainer (kill and resume keep the centres;
 the divergence rule stops a run in one line), and the registry the trainer builds from."""
+import json
+
 import numpy as np
 import pytest
 
@@ -167,6 +169,7 @@ def test_triplet_run_on_pk_batches_resumes_the_same_sequence(ds, tmp_path):
         rows = list(csv.DictReader(f))
     assert "triplet_active" in rows[0] and 0 <= float(rows[0]["triplet_active"]) <= 1
     assert rows[0]["accuracy"] == "nan" and "loss_triplet" not in rows[0]  # head_weight 0: no head, one term
+    assert json.loads((tmp_path / "full" / "model.json").read_text())["head"] is None  # and model.json says so
     assert float(rows[0]["triplet_valid"]) == 4  # one (anchor, positive) pair per identity of a P x K batch
     assert 0 <= float(rows[0]["triplet_d_ap"]) < float(rows[0]["triplet_d_an"]) + 1 and float(rows[0]["triplet_d_an"]) > 0
     with killed_after_checkpoint(6):

@@ -15,6 +15,7 @@ BACKBONES = {
     "MobileNetV2": ("mobilenet", "MobileNetV2"),
     "Seesaw_shuffleFaceNet": ("seesaw", "Seesaw_shuffleFaceNet"),
     "InceptionResNetV1": ("inception_resnet_v1", "InceptionResNetV1"),  # facenet's
+    "InceptionResNetV2": ("inception_resnet_v2", "InceptionResNetV2"),  # facenet's and glint360k's other one
     "TestMobileFaceNet": ("mobilefacenet", "TestMobileFaceNet"),  # smoke runs and mechanics tests only
 }
 HEAD_NAMES = ("ArcFace", "CosFace", "SphereFace", "AdaCos", "AdaFace", "Combined", "NormDense", "CurricularFace",

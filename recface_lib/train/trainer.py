@@ -474,6 +474,8 @@ class TrainRun:
         if bad:
             self.stop_nonfinite(self.global_step, f"{bad} non-finite backbone weights")
         spec = model_spec(self.cfg, self.meta) | {"verification_thresholds": self.thresholds()}
+        if not any(t.name == "margin" for t in self.terms):  # no margin head was trained (a triplet loss alone)
+            spec |= {"head": None, "head_params": {}}
         summary = {"output": str(self.out), "global_step": self.global_step, "total_steps": self.plan.total_steps,
                    "replicas": self.strategy.num_replicas_in_sync, "chief": self.chief}
         if not self.chief:  # the chief writes the run's results
