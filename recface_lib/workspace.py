@@ -86,7 +86,7 @@ def init_workdir(target: str | os.PathLike) -> dict:
             "# recface working folder\n\n"
             "```bash\n"
             "export RECFACE_DATA=/path/to/data        # where the scenarios' $RECFACE_DATA points\n"
-            "recface pipeline --scenario tiny         # or demo, distill, facenet_lfw, triplet, colab, facenet_casia, ms1mv2, or a folder you add to papermill_params/\n"
+            "recface pipeline --scenario tiny         # or demo, distill, facenet_lfw, triplet, colab, facenet_casia, triplet_glint360k, ms1mv2, or a folder you add to papermill_params/\n"
             "jupyter lab notebooks/                   # the same stages interactively\n"
             "```\n\n"
             "`papermill_params/<scenario>/<stage>.yaml` are the stages' parameters (edit them, or copy a scenario\n"

@@ -9,6 +9,7 @@ from conftest import last_json, run_cli
 PINNED = {"MobileFaceNetV2": 1220864, "MobileFaceNet": 1220864, "ResNet34": 34164672, "ResNet34R": 11767776,
           "ResNet50": 43628480, "ResNet101": 65225280, "MobileNetV2": 12750912, "Seesaw_shuffleFaceNet": 1727232,
           "TestMobileFaceNet": 61824, "InceptionResNetV1": 23497424, "ResNet18": 11448256, "ResNet152": 59343808,
+          "ResNet34TV": 21563840,
           "InceptionResNetV2": 55124704}
 # facenet's Inception-ResNet-v1: trainable parameters (any input size), 128-d and 512-d embeddings
 FACENET_TRAINABLE = {128: 22779312, 512: 23467824}
@@ -85,14 +86,15 @@ def test_resnet18_is_torchvisions_layout_weight_for_weight():
     """#24: ResNet18 (and ResNet152, the same code with bottlenecks) in torchvision's layout: with
     torchvision's own resnet18 weights copied layer by layer (its fc replaced by glint360k's 512-d
     linear map without bias), the Keras model gives torchvision's embedding on random images
-    (eval mode); both trainable counts equal torchvision's."""
+    (eval mode); the trainable counts of ResNet18, ResNet34TV and ResNet152 equal torchvision's."""
     import keras
     import torch
     import torchvision
 
     from recface_lib.models.build import build_backbone
 
-    for name, fn in (("ResNet18", torchvision.models.resnet18), ("ResNet152", torchvision.models.resnet152)):
+    for name, fn in (("ResNet18", torchvision.models.resnet18), ("ResNet34TV", torchvision.models.resnet34),
+                     ("ResNet152", torchvision.models.resnet152)):
         t = fn(weights=None)
         t.fc = torch.nn.Linear(t.fc.in_features, 512, bias=False)
         m = build_backbone(name, 64, 512)

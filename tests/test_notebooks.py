@@ -98,7 +98,7 @@ def test_init_keeps_the_users_files(tmp_path, installed_recface):
                                    capture_output=True, text=True))
     assert res["kept"] == 1 and (tmp_path / "w" / "papermill_params" / "tiny" / "train.yaml").read_text() == "# mine\n"
     assert res["scenarios"] == ["colab", "demo", "distill", "facenet_casia", "facenet_lfw", "ms1mv2", "tiny",
-                                "triplet"] and (tmp_path / "w" / "notebooks" / "03_train.ipynb").is_file()
+                                "triplet", "triplet_glint360k"] and (tmp_path / "w" / "notebooks" / "03_train.ipynb").is_file()
 
 
 def test_wheel_lists_every_package():

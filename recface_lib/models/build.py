@@ -11,6 +11,7 @@ BACKBONES = {
     "ResNet50": ("resnet", "ResNet50"),
     "ResNet101": ("resnet", "ResNet101"),
     "ResNet18": ("torchvision_resnet", "ResNet18"),  # torchvision's layout (facenet-pytorch-glint360k)
+    "ResNet34TV": ("torchvision_resnet", "ResNet34TV"),  # torchvision's resnet34, beside insightface's ResNet34
     "ResNet152": ("torchvision_resnet", "ResNet152"),
     "MobileNetV2": ("mobilenet", "MobileNetV2"),
     "Seesaw_shuffleFaceNet": ("seesaw", "Seesaw_shuffleFaceNet"),

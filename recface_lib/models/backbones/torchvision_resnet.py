@@ -14,7 +14,8 @@ from keras import layers
 from .layers import inputs
 
 BN = dict(momentum=0.9, epsilon=1e-5)
-BLOCKS = {"ResNet18": ("basic", (2, 2, 2, 2)), "ResNet152": ("bottleneck", (3, 8, 36, 3))}
+BLOCKS = {"ResNet18": ("basic", (2, 2, 2, 2)), "ResNet34TV": ("basic", (3, 4, 6, 3)),  # glint360k's default
+          "ResNet152": ("bottleneck", (3, 8, 36, 3))}
 
 
 def _conv_bn(x, filters, kernel, strides, name, relu=True):
@@ -63,4 +64,4 @@ def _make(net):
     return fn
 
 
-ResNet18, ResNet152 = _make("ResNet18"), _make("ResNet152")
+ResNet18, ResNet34TV, ResNet152 = _make("ResNet18"), _make("ResNet34TV"), _make("ResNet152")
