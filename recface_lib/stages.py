@@ -59,7 +59,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           "of pairs built from it."),
     Stage("teach", "teach:TeachConfig", "teach:teach", "02b_teach",
           "a teacher's embeddings of every record (and its mirror) of a built dataset, once, for distillation",
-          "Teacher embeddings", "For distillation: a teacher (`dlib_resnet`, a training run, or a bundle) embeds every "
+          "Teacher embeddings", "For distillation: a teacher (`dlib_resnet`, `sface`, a training run, or a bundle) embeds every "
           "face of the built dataset and its mirror image, once. It sees the original photo behind each aligned face "
           "when it aligns differently from the data. The embeddings go to their own folder, one file per shard, "
           "resumable and tied to the teacher's weights and the dataset's content; `train.teacher` points at it."),
@@ -70,7 +70,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           "carries the data's preprocessing contract plus the model's input size and normalisation."),
     Stage("evaluate", "evaluate.report:EvalConfig", "evaluate.report:evaluate", "04_evaluate",
           "models x pair sets: 10-fold accuracy, TAR@FAR, AUC table, ROC and similarity plots",
-          "Evaluate", "Models (training runs, bundles, the `dlib_resnet` reference) on pair sets: 10-fold accuracy, "
+          "Evaluate", "Models (training runs, bundles, the `dlib_resnet` and `sface` references) on pair sets: 10-fold accuracy, "
           "TAR@FAR, AUC in one table, ROC curves of all models on one figure per set.",
           aliases={"verify": {}}),
     Stage("classify", "evaluate.classify:ClassifyConfig", "evaluate.classify:classify", "05_classifier",

@@ -1,7 +1,7 @@
 """Stage 3b, teach: a teacher's embeddings of every record of a built dataset (and of each mirrored
 face), computed once, for distillation (``train.teacher``).
 
-The teacher is any embedder recface has: ``dlib_resnet``, a training run, or an export bundle
+The teacher is any embedder recface has: ``dlib_resnet``, ``sface``, a training run, or an export bundle
 (onnxruntime). It sees what it was made for: with ``images: auto`` the ORIGINAL photo behind each
 aligned face (found through the record's ``source`` key, the align stage's manifest and its log) when
 it aligns differently from the data (dlib's own chain, or a model with another contract), else the
@@ -29,13 +29,13 @@ IMAGE_MODES = ("auto", "original", "aligned")
 @dataclass
 class TeachConfig(StageConfig):
     dataset: str = param("", "build output folder (metadata.json + shards) the teacher embeds", role="input")
-    teacher: str = param("dlib_resnet", "the teacher: dlib_resnet, a training run folder or an export bundle .zip")
+    teacher: str = param("dlib_resnet", "the teacher: a reference (dlib_resnet, sface), a training run folder or an export bundle .zip")
     output: str = param("", "folder for the teacher's embeddings (one .npz per shard + teacher.json); "
                             "never inside the dataset", role="output")
     images: str = choice("auto", IMAGE_MODES, "what the teacher sees: the original photo behind each aligned face "
                          "(through the align manifest), the aligned face as stored, or auto: the original when the "
                          "teacher aligns differently from the data")
-    workers: int = param(2, "worker processes", lo=1, hi=256, runtime=True)
+    workers: int = param(0, "worker processes (0: the usable cores)", lo=0, hi=256, runtime=True)
     force: bool = param(False, "start fresh: embeddings made for other data or by another teacher are removed "
                                "instead of refused", runtime=True)
 
@@ -69,19 +69,12 @@ def original_photos(source: Path) -> tuple[dict[str, Path] | None, str]:
     return {t.as_posix(): inp / k for k, t in target.items()}, ""
 
 
-def same_alignment(a: dict | None, b: dict | None) -> bool:
-    keys = ("detector", "method", "size", "template", "square", "margin")
-    return bool(a and b) and all(a.get(k) == b.get(k) for k in keys)
-
-
 def choose_images(mode: str, teacher: str, meta: dict) -> str:
     if mode != "auto":
         return mode
-    if teacher == "dlib_resnet":
-        return "original"
-    from .embedders.factory import model_contract
+    from .embedders.factory import embeds_aligned
 
-    return "aligned" if same_alignment(model_contract(teacher), meta.get("preprocessing")) else "original"
+    return "aligned" if embeds_aligned(teacher, meta.get("preprocessing")) else "original"
 
 
 # -- the stage ----------------------------------------------------------------------------------
@@ -98,7 +91,8 @@ def teach(cfg: TeachConfig | dict, show_progress: bool = True) -> dict:
     shards = check_shards(meta)
     ident = model_identity(cfg.teacher)
     if not ident:
-        raise ConfigError(f"teacher: {cfg.teacher!r} is neither 'dlib_resnet', a training run folder nor a bundle .zip")
+        raise ConfigError(f"teacher: {cfg.teacher!r} is neither a reference (dlib_resnet, sface), a training run "
+                          "folder nor a bundle .zip")
     images = choose_images(cfg.images, cfg.teacher, meta)
     originals = None
     if images == "original":

@@ -13,6 +13,18 @@ from .config import StageConfig
 _PARAMS_CACHE: dict[tuple, int] = {}
 
 
+def described(name: str, tip: str) -> dict:
+    """Widget keywords for a field's label whose hover shows the field's help. ipywidgets 8 puts a
+    widget's ``tooltip`` on its input only when the description is empty, so the help goes into the
+    label itself (an HTML description with a ``title``)."""
+    import html
+
+    if not tip:
+        return {"description": name}
+    return {"description": f'<span class="recface-help" title="{html.escape(tip, quote=True)}">{html.escape(name)}</span>',
+            "description_allow_html": True, "tooltip": tip}
+
+
 def _backbone_params(name: str, size: int, embd: int) -> int:
     key = (name, size, embd)
     if key not in _PARAMS_CACHE:
@@ -170,19 +182,19 @@ class Panel:
                 items[f.name] = self.head_params.widget
                 continue
             if f.metadata.get("choices"):
-                x = w.Dropdown(options=list(f.metadata["choices"]), value=v, description=f.name, style=style, layout=lay)
+                x = w.Dropdown(options=list(f.metadata["choices"]), value=v, **described(f.name, tip), style=style, layout=lay)
             elif hints[f.name] is bool:
-                x = w.Checkbox(value=v, description=f.name, style=style)
+                x = w.Checkbox(value=v, **described(f.name, tip), style=style)
             elif hints[f.name] is int:
-                x = w.IntText(value=v, description=f.name, style=style, layout=lay)
+                x = w.IntText(value=v, **described(f.name, tip), style=style, layout=lay)
             elif hints[f.name] is float:
-                x = w.FloatText(value=v, description=f.name, style=style, layout=lay)
+                x = w.FloatText(value=v, **described(f.name, tip), style=style, layout=lay)
             elif hints[f.name] is str:
-                x = w.Text(value=v, description=f.name, style=style, layout=lay)
+                x = w.Text(value=v, **described(f.name, tip), style=style, layout=lay)
             else:  # lists, dicts, optionals: JSON
-                x = w.Text(value=json.dumps(v), description=f.name, style=style, layout=lay)
+                x = w.Text(value=json.dumps(v), **described(f.name, tip), style=style, layout=lay)
                 x._json = True
-            x.tooltip = tip
+            x.add_class(f"recface-field-{f.name}")
             x.observe(lambda _c: self.update(), names="value")
             self.inputs[f.name] = x
             items[f.name] = x

@@ -106,6 +106,10 @@ def test_training_panel_in_jupyterlab(lab):
                                              if "backbone parameters" in e.text), None))
         assert "MobileFaceNetV2 + ArcFace: 1.22M backbone parameters" in summary.text
         assert "100 steps per epoch" in summary.text
+        # each field's help shows when its label is hovered (the title of the label's text)
+        from recface_lib.train.config import TrainConfig
+        label = driver.find_element(By.CSS_SELECTOR, ".recface-field-embd_shape .recface-help")
+        assert label.text == "embd_shape" and label.get_attribute("title") == TrainConfig.help()["embd_shape"]
         dropdown = next(s for s in driver.find_elements(By.CSS_SELECTOR, ".widget-dropdown select, .jupyter-widget-dropdown select")
                         if "ResNet34R" in s.text)
         Select(dropdown).select_by_visible_text("ResNet34R")

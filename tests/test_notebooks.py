@@ -31,6 +31,11 @@ def test_notebooks_match_the_stage_configs_and_are_stripped():
             f"{NOTEBOOKS[s]}: parameters cell differs from the stage config (run notebooks/build_notebooks.py)"
         # thin: no function definitions in notebooks
         assert not any("def " in c.source for c in nb.cells if c.cell_type == "code")
+        # the set-up advice: Colab gets the stack profile (its own GPU TensorFlow kept), never the pinned
+        # tensorflow-cpu of `tf`; the text is the template's
+        setup = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## Set-up")]
+        assert len(setup) == 1 and "Colab" in setup[0] and "recface[stack]" in setup[0], NOTEBOOKS[s]
+        assert "[tf," not in setup[0] and "recface[tf]" not in setup[0], NOTEBOOKS[s]
 
 
 def test_papermill_reads_every_parameter_of_every_notebook(caplog):
@@ -151,6 +156,13 @@ def test_widget_panel_builds_config_and_live_summary():
                                  "plan": [[2, 0.1, False, 1], [1, 0.01, True, 4]]})
     p = panel(cfg)
     assert "MobileFaceNetV2 + ArcFace: 1.22M" in p.summary.value and "300 steps in 2 stages" in p.summary.value
+    # every field's label carries its help as the hover text (ipywidgets shows a tooltip only without a label)
+    import html
+    for name, tip in TrainConfig.help().items():
+        if name in p.inputs and tip:
+            d = p.inputs[name].description
+            assert p.inputs[name].description_allow_html and f'title="{html.escape(tip, quote=True)}"' in d, name
+            assert d.endswith(f">{name}</span>"), name
     p.inputs["backbone"].value = "ResNet34R"
     assert "ResNet34R + ArcFace: 11.77M" in p.summary.value
     p.plan.add.click()

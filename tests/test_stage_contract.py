@@ -14,7 +14,8 @@ from recface_lib.stages import STAGES
 
 # the stage order of the package, earliest first; a module may import its own layer or earlier ones
 LAYERS = [
-    ("base", {"__init__", "errors", "stack", "config", "io_utils", "progress", "parallel", "manifest", "plots", "bundle"}),
+    ("base", {"__init__", "errors", "stack", "config", "io_utils", "progress", "parallel", "manifest", "plots", "bundle",
+              "zoo"}),
     ("data", {"data"}),
     ("protocol", {"protocol"}),
     ("convert", {"convert"}),

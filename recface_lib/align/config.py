@@ -10,7 +10,8 @@ from ..config import StageConfig, choice, param
 class AlignConfig(StageConfig):
     input: str = param("", "identity folder (root/<identity>/<image>) or a verification .bin", role="input")
     output: str = param("", "new folder (for a folder input) or new .bin; never the input", role="output")
-    detector: str = choice("mtcnn", ("mtcnn", "dlib_hog", "dlib_mmod", "dlib_hog+dlib_mmod", "mtcnn+dlib_mmod"),
+    detector: str = choice("mtcnn", ("mtcnn", "dlib_hog", "dlib_mmod", "yunet", "dlib_hog+dlib_mmod", "mtcnn+dlib_mmod",
+                                     "yunet+mtcnn"),
                            "face detector ('+' chains a fallback detector)")
     method: str = choice("landmarks", ("landmarks", "box", "margin"),
                          "landmarks: 5-point similarity to the ArcFace template; box: detector box crop; "
@@ -22,7 +23,10 @@ class AlignConfig(StageConfig):
                              "no face: error stops naming the file; keep writes the whole image resized; "
                              "drop leaves it out and lists it")
     select: str = choice("center", ("center", "largest", "score"), "which face when several are found")
-    min_prob: float = param(0.4, "MTCNN: least final probability (the recface guide's face_detector_prob)", lo=0.0, hi=1.0)
+    min_prob: float = param(0.4, "MTCNN: least final probability (the recface guide's face_detector_prob); "
+                                 "yunet: its score threshold (low: the select rule chooses)", lo=0.0, hi=1.0)
+    max_side: int = param(0, "yunet: images whose longer side exceeds this are shrunk for detection "
+                             "(0: each image at its own size)", lo=0, hi=16384)
     min_face_size: int = param(20, "MTCNN: smallest face in pixels", lo=4, hi=4096)
     upsample: int = param(1, "dlib detectors: image upsampling count", lo=0, hi=4)
     landmarks: str = choice("5", ("5", "68"), "dlib landmark model ('68' is iBUG-licensed: non-commercial)")
@@ -47,7 +51,7 @@ class AlignConfig(StageConfig):
 
     def detector_params(self) -> dict:
         return {"min_prob": self.min_prob, "min_face_size": self.min_face_size, "upsample": self.upsample,
-                "landmarks": self.landmarks}
+                "landmarks": self.landmarks, "max_side": self.max_side}
 
     def contract(self) -> dict:
         """The preprocessing contract of faces aligned with these parameters (see ``manifest``)."""
@@ -57,12 +61,15 @@ class AlignConfig(StageConfig):
             lm = "none"
         else:
             dlib_lm = "dlib68" if self.landmarks == "68" else "dlib5"
-            lm = {"mtcnn": "mtcnn", "mtcnn+dlib_mmod": f"mtcnn, else {dlib_lm}"}.get(self.detector, dlib_lm)
+            lm = {"mtcnn": "mtcnn", "mtcnn+dlib_mmod": f"mtcnn, else {dlib_lm}", "yunet": "yunet",
+                  "yunet+mtcnn": "yunet, else mtcnn"}.get(self.detector, dlib_lm)
         return {"detector": self.detector, "landmark_model": lm, "method": self.method, "size": self.size,
                 "template": template_at(self.size) if self.method == "landmarks" else None,
                 "square": self.square, "margin": self.margin if self.method == "margin" else 0,
                 "select": self.select, "min_prob": self.min_prob, "min_face_size": self.min_face_size,
-                "upsample": self.upsample, "color_order": "RGB", "source": "recface align"}
+                "upsample": self.upsample, "color_order": "RGB", "source": "recface align",
+                # optional key, only when set: a contract without it equals one from before it existed
+                **({"max_side": self.max_side} if self.max_side else {})}
 
     @classmethod
     def from_contract(cls, contract: dict, **overrides) -> "AlignConfig":
@@ -73,5 +80,6 @@ class AlignConfig(StageConfig):
                               "square": bool(c.get("square", False)), "margin": int(c.get("margin") or 0),
                               "select": c.get("select", "center"), "min_prob": float(c.get("min_prob", 0.4)),
                               "min_face_size": int(c.get("min_face_size", 20)), "upsample": int(c.get("upsample", 1)),
+                              "max_side": int(c.get("max_side") or 0),
                               "landmarks": "68" if "dlib68" in lm else "5", **overrides},
                              source="preprocessing contract")

