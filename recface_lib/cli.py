@@ -278,6 +278,22 @@ def _sweep(a):
 
 
 
+def _p_data(p):
+    p.add_argument("dataset", choices=["lfw"], help="lfw: LFW deep-funneled + pairs.txt, and lfw_friends16 derived from it")
+    p.add_argument("--from", dest="source", default="", metavar="PATH",
+                   help="a local copy instead of the official site: a folder (lfw-deepfunneled/ + pairs.txt) or "
+                        "lfw-deepfunneled.tgz (pairs.txt beside it)")
+    p.add_argument("--pairs", default="", help="pairs.txt, where it is not beside --from")
+    p.add_argument("--output", default="", help="the data folder (default: $RECFACE_DATA, else shared/data beside "
+                                                "the repository, else data/ in the user cache)")
+
+
+@tool("data", "fetch a public dataset into the scenarios' data folder, checked (LFW: MD5 and image counts)", _p_data)
+def _data(a):
+    from .data.fetch import fetch_lfw
+    return fetch_lfw(a.output, a.source, a.pairs, show_progress=not a.no_progress)
+
+
 def _p_init(p):
     p.add_argument("folder", help="the working folder to write (created; existing files are kept)")
 

@@ -37,6 +37,26 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
             tmp_path.unlink()
 
 
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's whole content, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def user_cache_dir() -> Path:
+    """recface's cache folder: ``$RECFACE_CACHE``, else ``$XDG_CACHE_HOME/recface`` (``~/.cache/recface``).
+    Converted model files live under ``zoo/``, data fetched by ``recface data`` under ``data/``."""
+    env = os.environ.get("RECFACE_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "recface"
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)

@@ -103,6 +103,29 @@ def _expand(v):
     return v
 
 
+def _data_paths(v):
+    if isinstance(v, str):
+        if v.startswith(("$RECFACE_DATA", "${RECFACE_DATA}")):
+            yield v
+    elif isinstance(v, list):
+        for x in v:
+            yield from _data_paths(x)
+    elif isinstance(v, dict):
+        for x in v.values():
+            yield from _data_paths(x)
+
+
+def _check_data(raw: dict, where) -> None:
+    """Every ``$RECFACE_DATA/...`` path of a stage file exists; else one line saying where the data
+    folder is and the command that fills it."""
+    for v in _data_paths(raw):
+        p = Path(os.path.expandvars(v))
+        if not p.exists():
+            raise ConfigError(f"{p}: not found ({where} reads {v}; RECFACE_DATA is {os.environ['RECFACE_DATA']}): "
+                              "fetch LFW there with `recface data lfw` (or `recface data lfw --from PATH` for a local "
+                              "copy), or set RECFACE_DATA to a folder holding lfw/ and lfw_friends16/")
+
+
 def scenario_params(scenario: str, params_dir: str | os.PathLike | None = None) -> dict[str, dict]:
     import yaml
 
@@ -117,7 +140,9 @@ def scenario_params(scenario: str, params_dir: str | os.PathLike | None = None) 
     for stage in STAGE_ORDER:
         p = d / f"{stage}.yaml"
         if p.is_file():
-            data = _expand(yaml.safe_load(p.read_text()) or {})
+            raw = yaml.safe_load(p.read_text()) or {}
+            _check_data(raw, p)
+            data = _expand(raw)
             stage_config(stage, data, source=str(p))  # validate now
             out[stage] = data
     unknown = [p.stem for p in d.glob("*.yaml") if p.stem not in STAGE_ORDER and p.name != VARIANTS_FILE]

