@@ -22,12 +22,12 @@ def _init(factory: Callable, kwargs: dict, threads: int) -> None:
         cv2.setNumThreads(threads)
     except ImportError:  # pragma: no cover
         pass
-    try:
-        import torch
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover
-        pass
     _OBJ = factory(**kwargs)
+    # torch only where the object uses it (MTCNN): importing it costs a worker a second or two of
+    # start-up that a fast detector (YuNet) or an onnxruntime embedder never earns back
+    import sys
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def _call(method: str, chunk):
@@ -61,16 +61,26 @@ def parallel_map(factory: Callable, kwargs: dict, method: str, chunks: Sequence,
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity; a container's cpuset), at least 1."""
+    """The cores recface may use: ``$RECFACE_CORES`` where set (a share of a machine: the test
+    suite's workers, a shared server), else those this process may run on (its CPU affinity; a
+    container's cpuset); at least 1."""
+    env = os.environ.get("RECFACE_CORES", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover (not Linux)
         return max(1, os.cpu_count() or 1)
 
 
-def resolve_workers(workers: int) -> int:
-    """``workers`` as given, 0 meaning the usable cores."""
-    return int(workers) if int(workers) > 0 else usable_cores()
+SMALL_JOB = 256  # items: below this, ``workers: 0`` runs in this process (a worker's start-up costs more)
+
+
+def resolve_workers(workers: int, items: int | None = None) -> int:
+    """``workers`` as given; 0 means the usable cores, or 1 for a job of fewer than SMALL_JOB items."""
+    if int(workers) > 0:
+        return int(workers)
+    return 1 if items is not None and items < SMALL_JOB else usable_cores()
 
 
 def chunked(items: Sequence, size: int) -> list:

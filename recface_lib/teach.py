@@ -35,7 +35,7 @@ class TeachConfig(StageConfig):
     images: str = choice("auto", IMAGE_MODES, "what the teacher sees: the original photo behind each aligned face "
                          "(through the align manifest), the aligned face as stored, or auto: the original when the "
                          "teacher aligns differently from the data")
-    workers: int = param(0, "worker processes (0: the usable cores)", lo=0, hi=256, runtime=True)
+    workers: int = param(0, "worker processes (0: the usable cores; one below 256 images)", lo=0, hi=256, runtime=True)
     force: bool = param(False, "start fresh: embeddings made for other data or by another teacher are removed "
                                "instead of refused", runtime=True)
 

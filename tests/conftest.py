@@ -22,7 +22,7 @@ def _share_the_cores() -> None:
         return
     threads = max(1, (os.cpu_count() or 1) // int(count))
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
-                "OPENCV_FOR_THREADS_NUM"):
+                "OPENCV_FOR_THREADS_NUM", "RECFACE_CORES"):  # RECFACE_CORES: what `workers: 0` means
         os.environ[var] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = str(max(2, threads))  # collectives need >= 2 (MirroredStrategy)
 

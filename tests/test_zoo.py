@@ -188,3 +188,25 @@ def test_sface_teaches_aligned_faces_at_112_only():
     assert not embeds_aligned("sface", AlignConfig(size=80).contract())
     assert not embeds_aligned("sface", AlignConfig(size=112, method="box").contract())
     assert not embeds_aligned("dlib_resnet", AlignConfig(size=150).contract())
+
+
+def test_a_yunet_contract_travels(lfw_dir):
+    """Detector, score threshold and input scaling round-trip through the contract, and the aligner
+    a model builds from it detects with them: detected at 160 px (from 250), the landmarks are mapped
+    back into the photo (within 15% of the eye distance of those found at full size; left in the
+    shrunk frame they would be about a whole eye distance off)."""
+    from recface_lib.align.config import AlignConfig
+    from recface_lib.align.pipeline import Aligner
+
+    c = AlignConfig(detector="yunet", min_prob=0.3, max_side=160, size=112).contract()
+    assert (c["detector"], c["landmark_model"], c["min_prob"], c["max_side"]) == ("yunet", "yunet", 0.3, 160)
+    assert "max_side" not in AlignConfig(detector="yunet").contract()  # unset: contracts as before
+    back = AlignConfig.from_contract(c)
+    assert (back.detector, back.min_prob, back.max_side) == ("yunet", 0.3, 160)
+    img = read_image(_faces(lfw_dir, 1, step=500)[0])
+    small = Aligner(**back.to_dict()).detector
+    assert small.max_side == 160 and small.min_prob == 0.3
+    d1 = select_face(small.detect(img), img.shape)
+    d0 = select_face(make_detector("yunet").detect(img), img.shape)
+    eyes = np.linalg.norm(d0.landmarks5[1] - d0.landmarks5[0])
+    assert np.linalg.norm(d1.landmarks5 - d0.landmarks5, axis=1).max() < 0.15 * eyes

@@ -90,9 +90,9 @@ def embeds_aligned(spec: str, contract: dict | None) -> bool:
 
 def embed_parallel(spec: str, items: list, workers: int = 1, backend: str = "keras", chunk: int = 32,
                    desc: str = "embed", show_progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
-    """``make_embedder(spec).embed_items(items)`` over ``workers`` processes (0: the usable cores),
-    with a progress bar."""
-    workers = resolve_workers(workers)
+    """``make_embedder(spec).embed_items(items)`` over ``workers`` processes (0: the usable cores,
+    in this process for a small job), with a progress bar."""
+    workers = resolve_workers(workers, len(items))
     if is_reference(spec):  # fail (e.g. a missing package) before any worker starts
         import importlib
         importlib.import_module(REFERENCES[spec].split(":")[0], __package__)

@@ -31,7 +31,7 @@ class ClassifyConfig(StageConfig):
     target_far: float = param(0.01, "share of train Others allowed past the threshold", lo=0.0, hi=1.0)
     compare: bool = param(True, "also fit the other classifiers for a comparison table")
     output: str = param("", role="output", help="report folder (classifier/, confusion.png, errors.png, comparison.md)")
-    workers: int = param(0, "worker processes for embedding (0: the usable cores)", lo=0, hi=256, runtime=True)
+    workers: int = param(0, "worker processes for embedding (0: the usable cores; one below 256 images)", lo=0, hi=256, runtime=True)
     limit: int = param(0, "quick runs: at most N images per person per split (0: all)", lo=0)
 
     def validate(self, where=""):

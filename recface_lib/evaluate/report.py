@@ -35,7 +35,7 @@ class EvalConfig(StageConfig):
     output: str = param("", role="output", help="report folder (results.md/.csv/.json, roc_<set>.png, hist_<set>_<model>.png)")
     ijb: list = param([], "IJB-B/IJB-C release folders (insightface layout: IJBC/loose_crop, IJBC/meta): 1:1 and 1:N", role="input")
     ijb_detector_score: bool = param(True, "IJB: weight image features by the release's detector score")
-    workers: int = param(0, "worker processes for embedding (0: the usable cores)", lo=0, hi=256, runtime=True)
+    workers: int = param(0, "worker processes for embedding (0: the usable cores; one below 256 images)", lo=0, hi=256, runtime=True)
     backend: str = choice("keras", ("keras", "onnx"), "how bundles run")
 
     def protocol_params(self) -> dict:
