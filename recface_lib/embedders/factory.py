@@ -93,12 +93,8 @@ def embed_parallel(spec: str, items: list, workers: int = 1, backend: str = "ker
     """``make_embedder(spec).embed_items(items)`` over ``workers`` processes (0: the usable cores,
     in this process for a small job), with a progress bar."""
     workers = resolve_workers(workers, len(items))
-    if is_reference(spec):  # fail (e.g. a missing package) before any worker starts
-        import importlib
-        importlib.import_module(REFERENCES[spec].split(":")[0], __package__)
-        if spec == "sface":
-            from ..zoo import model_path
-            model_path("yunet"), model_path("sface")  # built once here, not by each worker at once
+    if is_reference(spec):  # fail (a missing package, a refused file) before any worker starts
+        getattr(reference_class(spec), "prepare_once", lambda: None)()
     elif not Path(spec).exists():  # fail before any worker starts
         make_embedder(spec, backend)
     bar = progress(total=len(items), desc=f"{desc} ({Path(str(spec)).name})", unit="img", disable=not show_progress)

@@ -38,6 +38,13 @@ class SFaceEmbedder(Embedder):
         self.input = self.session.get_inputs()[0].name
 
     @staticmethod
+    def prepare_once() -> None:
+        """Check and convert the model files once, before worker processes would each do it."""
+        from ..zoo import model_path
+
+        model_path("yunet"), model_path("sface")
+
+    @staticmethod
     def embeds_aligned(contract: dict | None) -> bool:
         """Faces aligned under ``contract`` are embedded as stored: the 5-point template at 112 px."""
         from ..manifest import template_at
