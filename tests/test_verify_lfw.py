@@ -34,7 +34,7 @@ def test_verify_bad_inputs(tmp_path):
     write_bin(tmp_path / "ok.bin", [img] * 20, [True, False] * 5)
     p = run_cli("verify", "--pair-sets", str(tmp_path / "ok.bin"), "--models", "nope", "--output", str(tmp_path / "o"),
                 check=False)
-    assert p.returncode == 1 and "embedder: 'nope' is neither 'dlib_resnet', a training run folder nor a bundle" in p.stderr
+    assert p.returncode == 1 and "embedder: 'nope' is neither a reference (dlib_resnet, sface), a training run folder nor a bundle" in p.stderr
     p = run_cli("verify", "--pair-sets", str(tmp_path / "ok.bin"), "--folds", "0", "--output", str(tmp_path / "o"),
                 "--json", check=False)
     assert p.returncode == 1 and "folds are numbered from 1" in last_json(p)["error"]
