@@ -85,7 +85,8 @@ def init_workdir(target: str | os.PathLike) -> dict:
         readme.write_text(
             "# recface working folder\n\n"
             "```bash\n"
-            "export RECFACE_DATA=/path/to/data        # where the scenarios' $RECFACE_DATA points\n"
+            "recface data lfw                         # LFW + pairs.txt (+ lfw_friends16) into the data folder, checked\n"
+            "                                         # (--from PATH: a local copy; RECFACE_DATA=/path: another data folder)\n"
             "recface pipeline --scenario tiny         # or demo, distill, facenet_lfw, triplet, colab, facenet_casia, triplet_glint360k, ms1mv2, or a folder you add to papermill_params/\n"
             "jupyter lab notebooks/                   # the same stages interactively\n"
             "```\n\n"
