@@ -69,8 +69,10 @@ def measure(bundle: str, threads: int, reps: int, photo: str) -> dict:
 
 def with_detector(rec, detector: str):
     """The recognizer with its contract's detector replaced (alignment, size and template kept)."""
-    c = dict(rec.embedder.contract)
-    c.update(detector=detector, landmark_model={"mtcnn": "mtcnn", "yunet": "yunet"}.get(detector, "dlib5"))
+    from recface_lib.align.config import AlignConfig
+
+    c = {**rec.embedder.contract, "detector": detector}
+    c["landmark_model"] = AlignConfig.from_contract(c).contract()["landmark_model"]
     rec.embedder.contract = c
     rec.embedder._aligner = None
     return rec

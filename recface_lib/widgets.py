@@ -22,7 +22,7 @@ def described(name: str, tip: str) -> dict:
     if not tip:
         return {"description": name}
     return {"description": f'<span class="recface-help" title="{html.escape(tip, quote=True)}">{html.escape(name)}</span>',
-            "description_allow_html": True, "tooltip": tip}
+            "description_allow_html": True}
 
 
 def _backbone_params(name: str, size: int, embd: int) -> int:

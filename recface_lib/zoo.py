@@ -80,10 +80,6 @@ def package_file(name: str) -> Path:
     return path
 
 
-def cache_dir() -> Path:
-    return user_cache_dir()
-
-
 # -- the conversion --------------------------------------------------------------------------------
 def _dequantize(x: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int, block: int) -> np.ndarray:
     """ONNX DequantizeLinear: per-tensor, per-axis or blocked (``block_size`` along ``axis``)."""
@@ -145,19 +141,26 @@ def convert_model(src: Path, dst: Path, dynamic_batch: bool = False) -> None:
         onnx.save(model, str(tmp))
 
 
+_CHECKED: dict[Path, tuple] = {}  # cache file -> (size, mtime, record mtime) when its hash last matched
+
+
 def model_path(name: str) -> Path:
     """The converted float model of ``name`` ('yunet' or 'sface'), built into the cache on first use
     and rebuilt when the cache does not match its record."""
     if name not in ZOO:
         raise ZooError(f"zoo model: unknown {name!r}; valid: {', '.join(ZOO)}")
     z = ZOO[name]
-    folder = cache_dir() / "zoo"
+    folder = user_cache_dir() / "zoo"
     dst = folder / z.name.replace("_int8bq.onnx", "_fp32.onnx")
     record = dst.with_suffix(".json")
     try:
+        stamp = (dst.stat().st_size, dst.stat().st_mtime_ns, record.stat().st_mtime_ns)
+        if _CHECKED.get(dst) == stamp:  # hashed already by this process, unchanged since
+            return dst
         rec = json.loads(record.read_text())
         if (rec.get("source_sha256") == z.sha256 and rec.get("conversion") == CONVERSION
-                and dst.is_file() and sha256_file(dst) == rec.get("sha256")):
+                and sha256_file(dst) == rec.get("sha256")):
+            _CHECKED[dst] = stamp
             return dst
     except (OSError, ValueError, AttributeError):
         pass

@@ -72,6 +72,14 @@ def select_face(dets: Sequence[Detection], image_shape, rule: str = "center") ->
     return dets[int(np.argmax(key))]
 
 
+def central_box(shape, fraction: float = 0.5) -> np.ndarray:
+    """The central box covering ``fraction`` of each side: where a reference embedder looks when no
+    detector found a face (LFW-style photos are centred on the face)."""
+    h, w = shape[:2]
+    f = float(fraction)
+    return np.array([w * (1 - f) / 2, h * (1 - f) / 2, w * (1 + f) / 2, h * (1 + f) / 2])
+
+
 # -- dlib landmarks -------------------------------------------------------------------------------
 # dlib's 5-point model marks the two corners of each eye and the base of the nose (subnasale), no
 # mouth. We map it to the five template points through a 3-point similarity: the eye centres and

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..align.detectors import Detection, DlibHOG, DlibLandmarks, DlibMMOD, models_dir, select_face
+from ..align.detectors import Detection, DlibHOG, DlibLandmarks, DlibMMOD, central_box, models_dir, select_face
 from .base import Embedder
 
 
@@ -39,9 +39,7 @@ class DlibResNetEmbedder(Embedder):
             found = det.boxes(img, up)
             if found:
                 return select_face([Detection(b, s) for b, s in found], img.shape, self.select).box, name
-        hh, ww = img.shape[:2]
-        f = self.fallback_fraction
-        return np.array([ww * (1 - f) / 2, hh * (1 - f) / 2, ww * (1 + f) / 2, hh * (1 + f) / 2]), "fallback"
+        return central_box(img.shape, self.fallback_fraction), "fallback"
 
     def chip(self, img: np.ndarray) -> tuple[np.ndarray, str]:
         """dlib's 150x150 face chip, and which step of the chain found the face."""

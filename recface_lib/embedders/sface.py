@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
-from ..align.detectors import YuNetDetector, select_face
-from ..align.template import warp_to_template
+from ..align.detectors import YuNetDetector, central_box, select_face
+from ..align.template import crop_box, warp_to_template
 from .base import Embedder
 
 SIZE = 112
@@ -58,13 +58,7 @@ class SFaceEmbedder(Embedder):
         d = select_face(self.detector.detect(image), image.shape, self.select)
         if d is not None:
             return warp_to_template(image, d.landmarks5, SIZE), "detected"
-        import cv2
-
-        h, w = image.shape[:2]
-        f = self.fallback_fraction
-        x1, y1 = int(w * (1 - f) / 2), int(h * (1 - f) / 2)
-        crop = image[y1:max(y1 + 1, int(h * (1 + f) / 2)), x1:max(x1 + 1, int(w * (1 + f) / 2))]
-        return cv2.resize(crop, (SIZE, SIZE), interpolation=cv2.INTER_AREA), "fallback"
+        return crop_box(image, central_box(image.shape, self.fallback_fraction), SIZE), "fallback"
 
     def prepare_landmarks(self, image: np.ndarray, landmarks5: np.ndarray) -> tuple[np.ndarray, str]:
         return warp_to_template(image, landmarks5, SIZE), "landmarks"
