@@ -36,7 +36,8 @@ def _call(method: str, chunk):
 
 def parallel_map(factory: Callable, kwargs: dict, method: str, chunks: Sequence, workers: int = 1,
                  threads_per_worker: int = 1, on_result: Callable[[Any], None] | None = None) -> Iterator:
-    """Yield results in chunk order."""
+    """Yield results in chunk order; ``chunks`` is read as results come back (at most four chunks
+    per worker in flight), so a generator of chunks is never held whole in memory."""
     if workers <= 1:
         obj = factory(**kwargs)
         for c in chunks:
@@ -49,10 +50,19 @@ def parallel_map(factory: Callable, kwargs: dict, method: str, chunks: Sequence,
 
     ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                              initializer=_init, initargs=(factory, kwargs, threads_per_worker))
-    try:
-        futures = [ex.submit(_call, method, c) for c in chunks]
-        for f in futures:
-            r = f.result()
+    try:  # a bounded window of chunks in flight: ``chunks`` may be a generator made as it is consumed
+        from collections import deque
+
+        pending, it = deque(), iter(chunks)
+        for c in it:
+            pending.append(ex.submit(_call, method, c))
+            if len(pending) >= 4 * workers:
+                break
+        while pending:
+            r = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(ex.submit(_call, method, nxt))
             if on_result:
                 on_result(r)
             yield r
@@ -85,3 +95,15 @@ def resolve_workers(workers: int, items: int | None = None) -> int:
 
 def chunked(items: Sequence, size: int) -> list:
     return [items[i:i + size] for i in range(0, len(items), max(1, size))]
+
+
+def iter_chunks(items, size: int):
+    """``chunked`` for an iterable, lazily: lists of ``size`` items as they come."""
+    block = []
+    for it in items:
+        block.append(it)
+        if len(block) >= max(1, size):
+            yield block
+            block = []
+    if block:
+        yield block

@@ -35,6 +35,13 @@ class TeachConfig(StageConfig):
     images: str = choice("auto", IMAGE_MODES, "what the teacher sees: the original photo behind each aligned face "
                          "(through the align manifest), the aligned face as stored, or auto: the original when the "
                          "teacher aligns differently from the data")
+    views: int = param(0, "consistent teaching: the teacher embeds this many seeded augmented views of every stored "
+                          "face and training replays the same views (0: one target per face and its mirror, for slow "
+                          "teachers)", lo=0, hi=64)
+    view_seed: int = param(0, "views: the seed of every view (view v of record r is drawn from (seed, r, v))", lo=0)
+    view_augmentation: dict = param({}, "views: the augmentation that makes them, checked by "
+                                        "data.input_pipeline.Augmentation (flip, train_crop, random_rotate, "
+                                        "color_jitter, ...); training takes it from teacher.json")
     workers: int = param(0, "worker processes (0: the usable cores; one below 256 images)", lo=0, hi=256, runtime=True)
     force: bool = param(False, "start fresh: embeddings made for other data or by another teacher are removed "
                                "instead of refused", runtime=True)
@@ -43,6 +50,14 @@ class TeachConfig(StageConfig):
         for k in ("dataset", "teacher", "output"):
             if not getattr(self, k):
                 raise ConfigError(f"{where}{k}: required")
+        self.augmentation()
+        if self.view_augmentation and not self.views:
+            raise ConfigError(f"{where}view_augmentation: makes the views: give views (N > 0) too")
+
+    def augmentation(self):
+        from .data.input_pipeline import Augmentation
+
+        return Augmentation.from_dict(self.view_augmentation, source="view_augmentation")
 
 
 # -- where the teacher's images come from -------------------------------------------------------
@@ -100,20 +115,42 @@ def teach(cfg: TeachConfig | dict, show_progress: bool = True) -> dict:
         if originals is None:
             raise ConfigError(f"teach: images: original needs the photos behind the aligned faces, but {why}; "
                               "use images: aligned (the teacher then sees the aligned faces)")
+    if cfg.views and images != "aligned":
+        raise ConfigError(f"teach: views are made from the stored faces, but this teacher sees the original photos "
+                          f"(images: {images}); use images: aligned, or a teacher that embeds the stored faces "
+                          "(sface on 112 px template crops, a run or bundle of this data's contract)")
     key = dataset_key(meta)
+    aug = cfg.augmentation()
     params = {**cfg.output_params(), "images": images, "teacher_id": ident, "data_key": key}
     run = begin_output(out, "teach", params, {"dataset": Path(cfg.dataset) / "metadata.json"}, cfg.force)
-    run_id = f"{ident}:{key}:{images}"
+    views = {"count": cfg.views, "seed": cfg.view_seed, "augmentation": aug.to_dict()} if cfg.views else None
+    run_id = f"{ident}:{key}:{images}" + (f":{json.dumps(views, sort_keys=True)}" if views else "")
     found: dict[str, int] = {}
     parts, dim = [], None
     for si, (sh, path) in enumerate(zip(meta["shards"], shards)):
         part = out / f"{sh['name']}.npz"
         if part.is_file():
             with np.load(part) as z:
-                if str(z["key"]) == run_id and len(z["embeddings"]) == sh["records"]:
+                arr = z["views" if views else "embeddings"] if ("views" if views else "embeddings") in z else None
+                if str(z["key"]) == run_id and arr is not None and len(arr) == sh["records"]:
                     parts.append({"name": sh["name"], "records": sh["records"], "file": part.name})
-                    dim = int(z["embeddings"].shape[1])
+                    dim = int(arr.shape[-1])
                     continue
+        if views:
+            from .data.input_pipeline import teacher_views
+
+            e, _, stats = embed_parallel(cfg.teacher, teacher_views(meta, si, (cfg.views, cfg.view_seed, aug)),
+                                         cfg.workers, "auto", desc=f"teach {si + 1}/{len(shards)} x{cfg.views} views",
+                                         show_progress=show_progress, total=sh["records"] * cfg.views, flip=False)
+            for k, v in stats.items():
+                found[k] = found.get(k, 0) + v
+            if len(e) != sh["records"] * cfg.views:
+                raise FormatError(f"{path}: {len(e) // cfg.views} records read, metadata.json says {sh['records']}")
+            with atomic_path(part) as tmp, open(tmp, "wb") as f:
+                np.savez(f, views=e.reshape(sh["records"], cfg.views, -1).astype(np.float16), key=np.asarray(run_id))
+            dim = int(e.shape[1])
+            parts.append({"name": sh["name"], "records": sh["records"], "file": part.name})
+            continue
         items = []
         for i, rec in enumerate(read_records(path)):
             ex = parse_example(rec)
@@ -141,16 +178,18 @@ def teach(cfg: TeachConfig | dict, show_progress: bool = True) -> dict:
         parts.append({"name": sh["name"], "records": sh["records"], "file": part.name})
     info = {"teacher": cfg.teacher, "teacher_id": ident, "dim": dim, "images": images, "data_key": key,
             "dataset": str(Path(cfg.dataset).resolve()), "records": sum(p["records"] for p in parts),
-            "shards": parts, "found": found, "dtype": "float16 (L2-normalised)"}
+            "shards": parts, "found": found, "dtype": "float16 (L2-normalised)", "views": views}
     atomic_write_json(out / "teacher.json", info)
     write_manifest(out, "teach", params, run["inputs"], {"records": info["records"], **found})
     return {"output": str(out), "teacher": cfg.teacher, "teacher_id": ident, "dim": dim, "images": images,
             "records": info["records"], "found": found, "resumed": run["resumed"]}
 
 
-def load_teacher(folder: str | Path, meta: dict) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(embeddings, mirrored embeddings, teacher.json) in the dataset's record order (shard by
-    shard), float16; refused when they were made for other data."""
+def load_teacher(folder: str | Path, meta: dict):
+    """(targets, teacher.json): targets in the dataset's record order (shard by shard), float16:
+    (embeddings, mirrored embeddings), or ``data.input_pipeline.ViewTargets`` for a teacher of
+    views; refused when they were made for other data."""
+    from .data.input_pipeline import Augmentation, ViewTargets
     from .data.tfrecord import dataset_key
 
     d = Path(folder)
@@ -166,15 +205,20 @@ def load_teacher(folder: str | Path, meta: dict) -> tuple[np.ndarray, np.ndarray
     if info.get("data_key") != key or [s.get("name") for s in info.get("shards", [])] != names:
         raise ConfigError(f"teacher: {d} holds embeddings of other data ({info.get('dataset')}, key "
                           f"{info.get('data_key')}; this dataset's key is {key}): run `recface teach` on it")
+    views = info.get("views")
     es, efs = [], []
     for sh, part in zip(meta["shards"], info["shards"]):
         with np.load(d / part["file"]) as z:
-            e, ef = z["embeddings"], z["flipped"]
-        if len(e) != sh["records"]:
-            raise FormatError(f"{d / part['file']}: {len(e)} embeddings for {sh['records']} records")
+            e, ef = (z["views"], None) if views else (z["embeddings"], z["flipped"])
+        if len(e) != sh["records"] or (views and e.shape[1] != int(views["count"])):
+            raise FormatError(f"{d / part['file']}: embeddings of shape {e.shape} for {sh['records']} records"
+                              + (f" x {views['count']} views" if views else ""))
         es.append(e)
         efs.append(ef)
-    return np.concatenate(es), np.concatenate(efs), info
+    if views:
+        aug = Augmentation.from_dict(views["augmentation"], source=f"{p}: views.augmentation")
+        return ViewTargets(np.concatenate(es), int(views["seed"]), aug), info
+    return (np.concatenate(es), np.concatenate(efs)), info
 
 
 __all__ = ["TeachConfig", "teach", "load_teacher", "original_photos"]

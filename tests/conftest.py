@@ -112,6 +112,26 @@ def orl_dir() -> Path:
     return _need(DATA / "orl_faces")
 
 
+def photos_outside_fold10(lfw_dir: Path, dest: Path, people: slice, per_person: int = 2) -> list[str]:
+    """Symlinks (the photos stay in ../shared/data) in ``dest/<person>/`` to ``per_person`` photos of
+    each of the LFW people ``people`` (a slice of those, in name order, who are outside fold 10 and
+    have that many photos); their names."""
+    from recface_lib.data.lfw_pairs import read_pairs
+
+    photos = lfw_dir / "lfw-deepfunneled"
+    fold10 = set()
+    for q in read_pairs(lfw_dir / "pairs.txt", photos):
+        if q.fold == 10:
+            fold10 |= {Path(q.path1).parent.name, Path(q.path2).parent.name}
+    chosen = [p for p in sorted(photos.iterdir())
+              if p.name not in fold10 and len(list(p.glob("*.jpg"))) >= per_person][people]
+    for p in chosen:
+        (dest / p.name).mkdir(parents=True)
+        for f in sorted(p.glob("*.jpg"))[:per_person]:
+            (dest / p.name / f.name).symlink_to(f)
+    return [p.name for p in chosen]
+
+
 def run_cli(*args: str, check: bool = True, cwd=None, subprocess_: bool = False) -> subprocess.CompletedProcess:
     """Run ``recface ARGS`` and return its exit status, stdout and stderr.
 

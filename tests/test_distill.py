@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import killed_after_checkpoint, runs_differ
+from conftest import killed_after_checkpoint, photos_outside_fold10, runs_differ
 from recface_lib.errors import ConfigError, FormatError
 
 STEPS = 150
@@ -26,26 +26,16 @@ STEPS = 150
 def distill_data(lfw_dir, tmp_path_factory):
     from recface_lib.align.pipeline import align
     from recface_lib.build import build
-    from recface_lib.data.lfw_pairs import read_pairs
     from recface_lib.teach import teach
 
     root = tmp_path_factory.mktemp("distill")
-    photos = lfw_dir / "lfw-deepfunneled"
-    fold10 = set()
-    for q in read_pairs(lfw_dir / "pairs.txt", photos):
-        if q.fold == 10:
-            fold10 |= {Path(q.path1).parent.name, Path(q.path2).parent.name}
-    people = [p for p in sorted(photos.iterdir()) if p.name not in fold10 and len(list(p.glob("*.jpg"))) >= 2][:160]
     src = root / "photos"
-    for p in people:  # symlinks: the photos stay in ../shared/data
-        (src / p.name).mkdir(parents=True)
-        for f in sorted(p.glob("*.jpg"))[:2]:
-            (src / p.name / f.name).symlink_to(f)
+    people = photos_outside_fold10(lfw_dir, src, slice(0, 160))
     align({"input": str(src), "output": str(root / "aligned"), "size": 48, "on_failure": "drop", "workers": 2},
           show_progress=False)
     build({"input": str(root / "aligned"), "output": str(root / "tfr"), "shards": 2}, show_progress=False)
     rep = teach({"dataset": str(root / "tfr"), "output": str(root / "teacher"), "workers": 2}, show_progress=False)
-    return {"root": root, "people": [p.name for p in people], "teach": rep}
+    return {"root": root, "people": people, "teach": rep}
 
 
 def _train(data, out, **kw):
@@ -91,7 +81,7 @@ def test_teach_records_the_teacher_on_original_photos(distill_data):
     assert rep["found"].get("fallback", 0) <= 3  # dlib's own chain found the faces on the originals
     from recface_lib.teach import load_teacher
     from recface_lib.data.tfrecord import load_metadata
-    e, ef, info = load_teacher(root / "teacher", load_metadata(root / "tfr"))
+    (e, ef), info = load_teacher(root / "teacher", load_metadata(root / "tfr"))
     assert e.shape == ef.shape == (meta["num_samples"], 128)
     norms = np.linalg.norm(e.astype(np.float64), axis=1)
     assert np.allclose(norms, 1, atol=1e-2)

@@ -98,6 +98,114 @@ def rotate_image(img, angle):
     return out[0]
 
 
+@dataclass
+class ViewTargets:
+    """A teacher's embeddings of ``count`` augmented views of every record (``recface teach
+    --views N``): ``views`` (records, count, dim) in shard order; view v of record r is
+    ``augment_image`` of the stored face at its stored size with ``view_seed(seed, r, v, count)``
+    under ``augmentation``. Training replays the same view and resizes it to the student's size."""
+
+    views: np.ndarray
+    seed: int
+    augmentation: Augmentation
+
+    @property
+    def count(self) -> int:
+        return int(self.views.shape[1])
+
+
+def decode_face(data):
+    """Encoded image bytes -> HxWx3 float32 in [0, 1] (the pipeline's and the teacher views' decode)."""
+    import tensorflow as tf
+
+    img = tf.io.decode_image(data, channels=3, expand_animations=False)
+    img.set_shape([None, None, 3])
+    return tf.image.convert_image_dtype(img, tf.float32)
+
+
+def teacher_views(meta: dict, shard: int, targets_spec: tuple[int, int, Augmentation]):
+    """The views the teacher embeds for one shard (index into ``meta['shards']``), record by record,
+    views 0..count-1 of each: uint8 RGB arrays at the stored size, made exactly as training makes
+    them (``augment_image`` of the decoded face, ``view_seed`` of its row; the float view is rounded
+    to uint8 for the teacher). ``targets_spec``: (count, seed, augmentation)."""
+    import tensorflow as tf
+
+    count, seed, aug = targets_spec
+    shards = [str(p) for p in check_shards(meta)]
+    native = int(meta["image_size"][0])
+    row0 = int(sum(int(s["records"]) for s in meta["shards"][:shard]))
+    by_path = meta.get("image_storage") == "path"
+    spec = {"image": tf.io.FixedLenFeature([], tf.string)}
+
+    def view(v, item):
+        j, rec = item
+        data = tf.io.parse_single_example(rec, spec)["image"]
+        img = decode_face(tf.io.read_file(data) if by_path else data)
+        img, _ = augment_image(img, view_seed(seed, row0 + j, v, count), aug, native, False)
+        img = tf.clip_by_value(tf.ensure_shape(img, [native, native, 3]), 0.0, 1.0)
+        return tf.cast(tf.round(img * 255.0), tf.uint8)
+
+    ds = tf.data.TFRecordDataset(shards[shard]).enumerate().flat_map(
+        lambda j, rec: tf.data.Dataset.from_tensors((j, rec)).repeat(count).enumerate())
+    ds = ds.map(view, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(64)
+    for b in ds.as_numpy_iterator():
+        yield from b
+
+
+def view_seed(seed, row, v, count):
+    """The stateless seed of view ``v`` of record ``row`` (of ``count`` views): the teach stage and
+    the training pipeline draw the same view from it."""
+    import tensorflow as tf
+
+    return tf.stack([tf.cast(seed, tf.int64), tf.cast(row, tf.int64) * int(count) + tf.cast(v, tf.int64)])
+
+
+def augment_image(img, s, a: Augmentation, size: int, resize: bool):
+    """One training augmentation of ``img`` (HxWx3 float in [0, 1]) at ``size``, every random choice
+    drawn from the stateless seed ``s`` (two int64): the same seed gives the same image. ``resize``:
+    the image is not ``size`` x ``size`` yet (without ``train_crop``). -> (image, whether mirrored)."""
+    import tensorflow as tf
+
+    train_crop, flip, color_jitter, random_erasing, low_res = (a.train_crop, a.flip, a.color_jitter,
+                                                               a.random_erasing, a.low_res)
+    random_rotate = float(a.random_rotate)
+    flipped = tf.constant(False)
+    seeds = tf.random.experimental.stateless_split(s, 8)
+    if train_crop:  # the recface guide: random resize to [size, size*8/7], random size crop
+        side = tf.random.stateless_uniform([], seeds[0], size, size * 8 // 7 + 1, dtype=tf.int32)
+        img = tf.image.resize(img, [side, side])
+        img = tf.image.stateless_random_crop(img, [size, size, 3], seeds[1])
+    else:
+        img = tf.image.resize(img, [size, size]) if resize else img
+    if random_rotate > 0:  # its own seed: the other augmentations draw what they drew before
+        angle = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(s, 8),
+                                            -random_rotate, random_rotate) * (np.pi / 180.0)
+        img = rotate_image(img, angle)
+    if flip:
+        flipped = tf.random.stateless_uniform([], seeds[2]) < 0.5
+        img = tf.cond(flipped, lambda: tf.image.flip_left_right(img), lambda: img)
+    if color_jitter > 0:
+        img = tf.image.stateless_random_brightness(img, 0.2 * color_jitter, seeds[3])
+        img = tf.image.stateless_random_contrast(img, 1 - 0.3 * color_jitter, 1 + 0.3 * color_jitter, seeds[4])
+        img = tf.image.stateless_random_saturation(img, 1 - 0.3 * color_jitter, 1 + 0.3 * color_jitter, seeds[5])
+        img = tf.clip_by_value(img, 0.0, 1.0)
+    if low_res > 0:  # AdaFace: downscale then upscale back, with probability low_res
+        u = tf.random.stateless_uniform([2], seeds[6])
+        small = tf.maximum(8, tf.cast(tf.cast(size, tf.float32) * (0.2 + 0.8 * u[1]), tf.int32))
+        lo = tf.image.resize(tf.image.resize(img, [small, small], method="area"), [size, size])
+        img = tf.where(u[0] < low_res, lo, img)
+    if random_erasing > 0:
+        u = tf.random.stateless_uniform([5], seeds[7])
+        h = tf.cast(size * (0.1 + 0.3 * u[1]), tf.int32)
+        w = tf.cast(size * (0.1 + 0.3 * u[2]), tf.int32)
+        y0 = tf.cast(tf.cast(size - h, tf.float32) * u[3], tf.int32)
+        x0 = tf.cast(tf.cast(size - w, tf.float32) * u[4], tf.int32)
+        yy, xx = tf.meshgrid(tf.range(size), tf.range(size), indexing="ij")
+        box = (yy >= y0) & (yy < y0 + h) & (xx >= x0) & (xx < x0 + w) & (u[0] < random_erasing)
+        img = tf.where(box[:, :, None], 0.5, img)
+    return img, flipped
+
+
 def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True, image_size: int = 112,
                  normalization: str = "-1:1", augment: Augmentation | None = None,
                  shuffle_buffer: int = 8192, repeat: bool | None = None, deterministic: bool = False, seed: int = 0,
@@ -108,7 +216,10 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
 
     ``teacher``: (embeddings, mirrored embeddings), one row per record in shard order
     (``teach.load_teacher``): elements are then (image, label, target), the target being the
-    mirrored face's embedding whenever the flip augmentation mirrored the image.
+    mirrored face's embedding whenever the flip augmentation mirrored the image. Or
+    ``ViewTargets``: each element is one of the teacher's views of its record (drawn from
+    (seed, element index)), made as the teach stage made it and resized to ``image_size``, with that
+    view's embedding as its target; ``augment`` is then not used (the views are the augmentation).
 
     ``keep``: a boolean per record (shard order): only those records are read (the held-out
     split, ``train.heldout``). ``part_weights``: for a union of build outputs, each part's
@@ -119,9 +230,6 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
     import tensorflow as tf
 
     a = augment or Augmentation()
-    train_crop, flip, color_jitter, random_erasing, low_res = (a.train_crop, a.flip, a.color_jitter,
-                                                               a.random_erasing, a.low_res)
-    random_rotate = float(a.random_rotate)
     if normalization not in NORMALIZATIONS:
         raise ConfigError(f"normalization: unknown {normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
     meta = load_metadata(path)
@@ -135,9 +243,19 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
     n_records = int(meta["num_samples"])
     if union and teacher is not None:
         raise ConfigError("dataset: distillation reads one build output (its teacher's embeddings are per record)")
+    views = teacher if isinstance(teacher, ViewTargets) else None
     if teacher is not None:
-        if len(teacher[0]) != n_records:
-            raise ConfigError(f"{path}: {len(teacher[0])} teacher embeddings for {n_records} records")
+        n_t = len(views.views) if views is not None else len(teacher[0])
+        if n_t != n_records:
+            raise ConfigError(f"{path}: {n_t} teacher embeddings for {n_records} records")
+    if views is not None:
+        native = [int(x) for x in meta.get("image_size") or []]
+        if len(set(native)) != 1:
+            raise ConfigError(f"{path}: the teacher's views need square stored faces of one size (image_size "
+                              f"{meta.get('image_size')}): build the dataset from aligned faces")
+        native, n_views, views_seed, views_aug = native[0], views.count, int(views.seed), views.augmentation
+        t_views = tf.constant(views.views)
+    elif teacher is not None:
         t_emb, t_flip = tf.constant(teacher[0]), tf.constant(teacher[1])
     if keep is not None:
         keep = np.asarray(keep, bool)
@@ -200,44 +318,14 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
         flipped = tf.constant(False)
         ex = tf.io.parse_single_example(rec, spec)
         data = tf.cond(from_path, lambda: tf.io.read_file(ex["image"]), lambda: ex["image"])
-        img = tf.io.decode_image(data, channels=3, expand_animations=False)
-        img.set_shape([None, None, 3])
-        img = tf.image.convert_image_dtype(img, tf.float32)  # [0, 1]
-        if training:
-            s = tf.stack([tf.cast(seed, tf.int64), i])
-            seeds = tf.random.experimental.stateless_split(s, 8)
-            if train_crop:  # the recface guide: random resize to [size, size*8/7], random size crop
-                side = tf.random.stateless_uniform([], seeds[0], size, size * 8 // 7 + 1, dtype=tf.int32)
-                img = tf.image.resize(img, [side, side])
-                img = tf.image.stateless_random_crop(img, [size, size, 3], seeds[1])
-            else:
-                img = tf.image.resize(img, [size, size]) if meta.get("image_size") != [size, size] else img
-            if random_rotate > 0:  # its own seed: the other augmentations draw what they drew before
-                a = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(s, 8),
-                                                -random_rotate, random_rotate) * (np.pi / 180.0)
-                img = rotate_image(img, a)
-            if flip:
-                flipped = tf.random.stateless_uniform([], seeds[2]) < 0.5
-                img = tf.cond(flipped, lambda: tf.image.flip_left_right(img), lambda: img)
-            if color_jitter > 0:
-                img = tf.image.stateless_random_brightness(img, 0.2 * color_jitter, seeds[3])
-                img = tf.image.stateless_random_contrast(img, 1 - 0.3 * color_jitter, 1 + 0.3 * color_jitter, seeds[4])
-                img = tf.image.stateless_random_saturation(img, 1 - 0.3 * color_jitter, 1 + 0.3 * color_jitter, seeds[5])
-                img = tf.clip_by_value(img, 0.0, 1.0)
-            if low_res > 0:  # AdaFace: downscale then upscale back, with probability low_res
-                u = tf.random.stateless_uniform([2], seeds[6])
-                small = tf.maximum(8, tf.cast(tf.cast(size, tf.float32) * (0.2 + 0.8 * u[1]), tf.int32))
-                lo = tf.image.resize(tf.image.resize(img, [small, small], method="area"), [size, size])
-                img = tf.where(u[0] < low_res, lo, img)
-            if random_erasing > 0:
-                u = tf.random.stateless_uniform([5], seeds[7])
-                h = tf.cast(size * (0.1 + 0.3 * u[1]), tf.int32)
-                w = tf.cast(size * (0.1 + 0.3 * u[2]), tf.int32)
-                y0 = tf.cast(tf.cast(size - h, tf.float32) * u[3], tf.int32)
-                x0 = tf.cast(tf.cast(size - w, tf.float32) * u[4], tf.int32)
-                yy, xx = tf.meshgrid(tf.range(size), tf.range(size), indexing="ij")
-                box = (yy >= y0) & (yy < y0 + h) & (xx >= x0) & (xx < x0 + w) & (u[0] < random_erasing)
-                img = tf.where(box[:, :, None], 0.5, img)
+        img = decode_face(data)
+        if views is not None:  # the teacher's view of this record, drawn per element, at the stored size
+            v = tf.random.stateless_uniform([], tf.stack([tf.cast(seed, tf.int64), i]), 0, n_views, dtype=tf.int64)
+            img, _ = augment_image(img, view_seed(views_seed, row, v, n_views), views_aug, native, False)
+            img = tf.image.resize(img, [size, size]) if native != size else img
+        elif training:
+            img, flipped = augment_image(img, tf.stack([tf.cast(seed, tf.int64), i]), a, size,
+                                         meta.get("image_size") != [size, size])
         else:
             img = tf.image.resize(img, [size, size]) if meta.get("image_size") != [size, size] else img
         img = tf.clip_by_value(tf.ensure_shape(img, [size, size, 3]), 0.0, 1.0)  # resizes may overshoot
@@ -246,6 +334,8 @@ def make_dataset(path: str | os.PathLike, batch_size: int, training: bool = True
         # silently give NaN); the trainer names the shard (tfrecord.data_error)
         tf.debugging.assert_less(label, n_classes, message="label outside the classes of metadata.json")
         tf.debugging.assert_non_negative(label, message="negative label")
+        if views is not None:
+            return normalize(img, normalization), label, tf.cast(t_views[row, v], tf.float32)
         if teacher is not None:
             target = tf.cast(tf.where(flipped, tf.gather(t_flip, row), tf.gather(t_emb, row)), tf.float32)
             return normalize(img, normalization), label, target

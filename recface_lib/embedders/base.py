@@ -34,9 +34,10 @@ class Embedder:
         ef = l2_normalize(self.embed_crops([np.ascontiguousarray(c[:, ::-1]) for c in crops]))
         return e, ef
 
-    def embed_items(self, items: list) -> tuple[np.ndarray, np.ndarray, dict]:
+    def embed_items(self, items: list, flip: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
         """Paths, encoded bytes or RGB arrays (or ``(item, five landmarks)`` pairs) -> (embeddings,
-        mirrored embeddings, {how: count}); also the worker entry point of ``embed_parallel``."""
+        mirrored embeddings (empty without ``flip``), {how: count}); also the worker entry point of
+        ``embed_parallel``."""
         crops, stats = [], {}
         for it in items:
             if isinstance(it, tuple):
@@ -45,8 +46,15 @@ class Embedder:
                 c, how = self.prepare(load_item(it))
             crops.append(c)
             stats[how] = stats.get(how, 0) + 1
+        if not flip:
+            e = l2_normalize(self.embed_crops(crops)) if crops else np.zeros((0, self.dim))
+            return e, np.zeros((0, e.shape[1])), stats
         e, ef = self.embed_crops_with_flip(crops)
         return e, ef, stats
+
+    def embed_items_plain(self, items: list) -> tuple[np.ndarray, np.ndarray, dict]:
+        """``embed_items`` without the mirrored pass (a worker entry point)."""
+        return self.embed_items(items, flip=False)
 
     def embed(self, images: list, flip: bool = False) -> np.ndarray:
         """L2-normalised embeddings (with ``flip``: the flip TTA of ``flip_sum``)."""

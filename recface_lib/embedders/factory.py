@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..parallel import chunked, parallel_map, resolve_workers
+from ..parallel import chunked, iter_chunks, parallel_map, resolve_workers
 from ..progress import progress
 from .base import Embedder
 
@@ -88,19 +88,25 @@ def embeds_aligned(spec: str, contract: dict | None) -> bool:
     return same_alignment(model_contract(spec), contract)
 
 
-def embed_parallel(spec: str, items: list, workers: int = 1, backend: str = "keras", chunk: int = 32,
-                   desc: str = "embed", show_progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+def embed_parallel(spec: str, items, workers: int = 1, backend: str = "keras", chunk: int = 32,
+                   desc: str = "embed", show_progress: bool = True, total: int | None = None,
+                   flip: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
     """``make_embedder(spec).embed_items(items)`` over ``workers`` processes (0: the usable cores,
-    in this process for a small job), with a progress bar."""
-    workers = resolve_workers(workers, len(items))
+    in this process for a small job), with a progress bar. ``items``: a list, or an iterable of
+    ``total`` items made as they are consumed (a generator of images). ``flip=False``: no mirrored
+    embeddings (the second array is then empty)."""
+    total = len(items) if total is None else int(total)
+    workers = resolve_workers(workers, total)
     if is_reference(spec):  # fail (a missing package, a refused file) before any worker starts
         getattr(reference_class(spec), "prepare_once", lambda: None)()
     elif not Path(spec).exists():  # fail before any worker starts
         make_embedder(spec, backend)
-    bar = progress(total=len(items), desc=f"{desc} ({Path(str(spec)).name})", unit="img", disable=not show_progress)
+    bar = progress(total=total, desc=f"{desc} ({Path(str(spec)).name})", unit="img", disable=not show_progress)
     es, efs, stats = [], [], {}
-    for e, ef, st in parallel_map(make_embedder, {"spec": str(spec), "backend": backend}, "embed_items",
-                                  chunked(items, chunk), workers, on_result=lambda r: bar.update(len(r[0]))):
+    chunks = chunked(items, chunk) if isinstance(items, (list, tuple)) else iter_chunks(items, chunk)
+    for e, ef, st in parallel_map(make_embedder, {"spec": str(spec), "backend": backend},
+                                  "embed_items" if flip else "embed_items_plain",
+                                  chunks, workers, on_result=lambda r: bar.update(len(r[0]))):
         es.append(e)
         efs.append(ef)
         for k, v in st.items():

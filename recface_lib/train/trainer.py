@@ -6,6 +6,7 @@ checkpoint was taken (``make_dataset(start=...)``), so in deterministic mode a k
 run ends with the same weights as an uninterrupted one."""
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -63,7 +64,7 @@ def model_spec(cfg: TrainConfig, meta: dict) -> dict:
 
     teacher = meta.get("_teacher")
     return {"backbone": cfg.backbone, "input_size": cfg.input_size, "embd_shape": cfg.embd_shape,
-            "distilled_from": None if not teacher else {k: teacher.get(k) for k in ("teacher", "teacher_id", "dim", "images")}
+            "distilled_from": None if not teacher else {k: teacher.get(k) for k in ("teacher", "teacher_id", "dim", "images", "views")}
             | {"loss": cfg.distill_loss, "centred": cfg.distill_center, "embeddings": str(cfg.teacher)},
             "dropout": cfg.dropout, "normalization": cfg.normalization, "color_order": "RGB",
             "head": head_name(cfg.head), "head_params": cfg.head_params, "num_classes": int(meta["num_classes"]),
@@ -73,13 +74,21 @@ def model_spec(cfg: TrainConfig, meta: dict) -> dict:
             "preprocessing": model_contract(cfg, meta)}
 
 
-def center_targets(e, ef):
-    """Teacher embeddings (and mirrored ones) minus their common mean, re-normalised (float16)."""
+def center_targets(targets):
+    """A teacher's targets (embeddings and mirrored ones, or views) minus their common mean,
+    re-normalised (float16)."""
+    import dataclasses
+
     import numpy as np
 
+    from ..data.input_pipeline import ViewTargets
     from ..protocol.verification import l2_normalize
 
-    e, ef = e.astype(np.float32), ef.astype(np.float32)
+    if isinstance(targets, ViewTargets):
+        v = targets.views.astype(np.float32)
+        mu = v.reshape(-1, v.shape[-1]).mean(0)
+        return dataclasses.replace(targets, views=l2_normalize(v - mu).astype(np.float16))
+    e, ef = targets[0].astype(np.float32), targets[1].astype(np.float32)
     mu = (e.mean(0) + ef.mean(0)) / 2
     return l2_normalize(e - mu).astype(np.float16), l2_normalize(ef - mu).astype(np.float16)
 
@@ -111,13 +120,15 @@ class TrainRun:
         self.global_step = 0
         self.t0 = time.time()
         self.resumed_from = None
-        self.teacher = None  # (embeddings, mirrored embeddings) per record, when distilling
+        self.teacher = None  # (embeddings, mirrored embeddings) per record, or ViewTargets, when distilling
         if cfg.teacher:
             from ..teach import load_teacher
-            e, ef, info = load_teacher(cfg.teacher, self.meta)
-            if cfg.distill_center:
-                e, ef = center_targets(e, ef)
-            self.teacher, self.meta["_teacher"] = (e, ef), info
+            targets, info = load_teacher(cfg.teacher, self.meta)
+            if info.get("views") and cfg.augmentation:
+                raise ConfigError(f"augmentation: {cfg.teacher} holds the teacher's views of every face "
+                                  "(teach views); they are the augmentation (teacher.json): leave augmentation out")
+            self.teacher = center_targets(targets) if cfg.distill_center else targets
+            self.meta["_teacher"] = info
         from .distill import check_distillation
         check_distillation(cfg, self.meta, self.stages)
         self.extra_callbacks: list = []  # user callbacks, appended to the trainer's own
@@ -216,7 +227,9 @@ class TrainRun:
             t = self.meta.get("_teacher")
             self._fp = {**p, "num_classes": int(self.meta["num_classes"]), "num_samples": int(self.meta["num_samples"]),
                         "data": dataset_key(self.meta),
-                        **({"teacher": f"{t['teacher_id']}:{t['data_key']}:{t['images']}"} if t else {})}
+                        **({"teacher": f"{t['teacher_id']}:{t['data_key']}:{t['images']}"
+                                     + (f":{json.dumps(t['views'], sort_keys=True)}" if t.get("views") else "")}
+                           if t else {})}
         return self._fp
 
     def ckpt_roots(self):
