@@ -190,16 +190,30 @@ def _models(a):
 
 
 
+def _embedder_options(p, what: str):
+    """The options enroll and identify share: which embedder, which gallery."""
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--bundle", help=f"export bundle .zip ({what})")
+    g.add_argument("--embedder", help="any embedder: a bundle .zip, a training run folder, or a reference "
+                   "(sface, dlib_resnet); with --gallery")
+    p.add_argument("--gallery", help="gallery folder (gallery.npz + gallery.json; default: beside the bundle)")
+    p.add_argument("--backend", default="onnx", choices=("onnx", "keras"), help="a bundle's: onnx runs without TensorFlow")
+
+
+def _recognizer(a):
+    from .inference import FaceRecognizer
+
+    return FaceRecognizer.from_embedder(a.bundle or a.embedder, a.gallery, a.backend)
+
+
 def _p_identify(p):
-    p.add_argument("--bundle", required=True, help="export bundle .zip")
-    p.add_argument("--backend", default="onnx", choices=("onnx", "keras"), help="onnx runs without TensorFlow")
+    _embedder_options(p, "its contract, classifier, threshold and gallery")
     p.add_argument("images", nargs="+", help="photos")
 
 
-@tool("identify", "name the faces in photos with an export bundle (its contract, classifier and threshold)", _p_identify)
+@tool("identify", "name the faces in photos with an export bundle or any embedder and a gallery", _p_identify)
 def _identify(a):
-    from .inference import FaceRecognizer
-    rec = FaceRecognizer.from_bundle(a.bundle, a.backend)
+    rec = _recognizer(a)
     res = {img: [f.to_json() for f in rec.identify(img)] for img in a.images}
     if not a.json:
         for img, faces in res.items():
@@ -219,26 +233,25 @@ def _scenario_options(p, default: str, runs_help: str):
 
 
 def _p_enroll(p):
-    p.add_argument("--bundle", required=True, help="export bundle .zip (the gallery is kept beside it)")
+    _embedder_options(p, "the gallery is kept beside it")
     p.add_argument("--person", help="the name to enrol the photos under")
     p.add_argument("--remove", metavar="NAME", help="remove this person from the gallery")
-    p.add_argument("--backend", default="onnx", choices=("onnx", "keras"))
     p.add_argument("--threshold", type=float, help="cosine above which a face is named (default: the bundle's "
                    "verification threshold); kept with the gallery")
     p.add_argument("photos", nargs="*", help="photos of the person (several: one face each)")
 
 
-@tool("enroll", "enrol a person from a few photos into a bundle's gallery (or --remove NAME); identify uses it",
+@tool("enroll", "enrol a person from a few photos into a gallery (a bundle's, or --gallery FOLDER for any embedder; "
+      "or --remove NAME); identify and watch use it",
       _p_enroll)
 def _enroll(a):
     from .errors import ConfigError
     from .gallery import Gallery
-    from .inference import FaceRecognizer
 
     if bool(a.person) == bool(a.remove) or (a.person and not a.photos) or (a.remove and a.photos):
         raise ConfigError("enroll: give --person NAME with photos, or --remove NAME alone")
-    rec = FaceRecognizer.from_bundle(a.bundle, a.backend)
-    g = rec.gallery or Gallery(rec.embedder.dim, rec.spec.get("weights_sha256"))
+    rec = _recognizer(a)
+    g = rec.gallery or Gallery(rec.embedder.dim, rec.identity)
     if a.threshold is not None:
         from .config import check_number
         check_number("--threshold", a.threshold, -1.0, 1.0)
@@ -248,7 +261,7 @@ def _enroll(a):
         done = {"enrolled": a.person, "photos": len(a.photos)}
     else:
         done = {"removed": a.remove, "photos": g.remove(a.remove)}
-    g.save(a.bundle)
+    g.save(a.gallery or a.bundle or a.embedder)
     return {**done, "people": g.counts(), "threshold": g.threshold if g.threshold is not None else rec.threshold}
 
 

@@ -1,16 +1,23 @@
-"""The enrolment gallery of a bundle: people enrolled from a few photos each, searched to name the
-faces ``FaceRecognizer.identify`` finds (``recface enroll``, ``recface identify``).
+"""The enrolment gallery: people enrolled from a few photos each, searched to name the faces
+``FaceRecognizer.identify`` finds (``recface enroll``, ``recface identify``, ``recface watch``).
 
-Stored beside the bundle as ``<bundle>.gallery.npz`` (``vectors``: N x d float32 L2-normalised
-embeddings, flip TTA; ``labels``: N int32, grouped by person) and ``<bundle>.gallery.json`` (names,
-each vector's source photo, the embedding size and the weights' SHA-256 it was made with), both
-written atomically; no pickle. A gallery made with other weights is refused.
+Where it lives: beside a bundle as ``<bundle>.gallery.npz`` / ``<bundle>.gallery.json``, or, for
+any embedder (a bundle, a training run, a reference such as ``sface``), in the folder ``--gallery``
+names as ``gallery.npz`` / ``gallery.json``. ``vectors``: N x d float32 L2-normalised embeddings
+(flip TTA), ``labels``: N int32, grouped by person; the JSON holds the names, each vector's source
+photo, the embedding size, the embedder's identity (a reference's name or the weights' SHA-256) and
+the SHA-256 of the ``.npz`` it goes with. Both are written atomically (the ``.npz`` first); no
+pickle. A gallery made with another embedder is refused, and a reader that meets a ``.json`` and an
+``.npz`` of two different saves (a save half done) is told so (``GalleryChanging``) instead of
+mixing them: ``watch`` then keeps the gallery it had and reads again later.
 
 Search is one matrix product and a per-person maximum (``np.maximum.reduceat`` over the grouped
 vectors): a person's score is the best cosine over their enrolled photos, accepted above the
 bundle's verification threshold (or the gallery's own, ``enroll --threshold``). ``benchmarks/gallery_search.py`` measures it at 100k vectors."""
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -21,9 +28,28 @@ from .errors import ConfigError, FormatError
 from .io_utils import atomic_path, atomic_write_json
 
 
-def gallery_paths(bundle: str | os.PathLike) -> tuple[Path, Path]:
-    b = Path(bundle)
-    return b.with_name(b.stem + ".gallery.npz"), b.with_name(b.stem + ".gallery.json")
+class GalleryChanging(FormatError):
+    """The gallery's two files are of two different saves (one is being replaced): read again."""
+
+
+def gallery_paths(location: str | os.PathLike) -> tuple[Path, Path]:
+    """A bundle ``.zip``: the files beside it; any other path: a gallery folder."""
+    b = Path(location)
+    if b.suffix == ".zip":
+        return b.with_name(b.stem + ".gallery.npz"), b.with_name(b.stem + ".gallery.json")
+    return b / "gallery.npz", b / "gallery.json"
+
+
+def gallery_stamp(location: str | os.PathLike) -> tuple:
+    """What changes when the gallery is saved again (size and modification time of both files)."""
+    out = []
+    for f in gallery_paths(location):
+        try:
+            st = f.stat()
+            out.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
 
 
 class Gallery:
@@ -37,22 +63,29 @@ class Gallery:
 
     # -- files ------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, bundle: str | os.PathLike, dim: int, weights: str | None = None) -> "Gallery":
-        """The bundle's gallery (empty when there is none yet)."""
-        npz, js = gallery_paths(bundle)
+    def load(cls, location: str | os.PathLike, dim: int, weights: str | None = None) -> "Gallery":
+        """The gallery of a bundle or folder (empty when there is none yet); ``weights``: the
+        embedder's identity it must have been made with."""
+        npz, js = gallery_paths(location)
         g = cls(dim, weights)
         if not js.is_file() and not npz.is_file():
             return g
         try:
             meta = json.loads(js.read_text())
-            with np.load(npz, allow_pickle=False) as z:
+            raw = npz.read_bytes()
+            if meta.get("npz_sha256") not in (None, hashlib.sha256(raw).hexdigest()):
+                raise GalleryChanging(f"{npz}: not the file {js.name} was saved with (a save in progress?)")
+            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
                 vectors, labels = z["vectors"].astype(np.float32), z["labels"].astype(np.int32)
+        except GalleryChanging:
+            raise
         except (OSError, ValueError, KeyError) as e:
             raise FormatError(f"{js.parent / js.stem}.*: unreadable gallery ({e})") from e
-        if int(meta.get("dim", -1)) != g.dim or (weights and meta.get("weights_sha256") not in (None, weights)):
-            raise FormatError(f"{js}: enrolled with another model ({meta.get('dim')}-d, weights "
-                              f"{meta.get('weights_sha256')}); this bundle gives {g.dim}-d, weights {weights}. "
-                              "Enrol the people again with this bundle")
+        made_with = meta.get("embedder_id", meta.get("weights_sha256"))
+        if int(meta.get("dim", -1)) != g.dim or (weights and made_with not in (None, weights)):
+            raise FormatError(f"{js}: enrolled with another model ({meta.get('dim')}-d, {made_with}); this "
+                              f"embedder gives {g.dim}-d, {weights}. Enrol the people again with it, or give "
+                              "another --gallery folder")
         names, sources = list(meta.get("names", [])), list(meta.get("sources", []))
         if vectors.shape != (len(labels), g.dim) or len(sources) != len(labels) or (
                 len(labels) and (labels.min() < 0 or labels.max() >= len(names) or np.any(np.diff(labels) < 0))):
@@ -62,13 +95,16 @@ class Gallery:
         g.threshold = meta.get("threshold")
         return g
 
-    def save(self, bundle: str | os.PathLike) -> None:
-        npz, js = gallery_paths(bundle)
-        with atomic_path(npz, suffix=".npz") as tmp, open(tmp, "wb") as f:
-            np.savez(f, vectors=self.vectors, labels=self.labels)
+    def save(self, location: str | os.PathLike) -> None:
+        npz, js = gallery_paths(location)
+        npz.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, vectors=self.vectors, labels=self.labels)
+        with atomic_path(npz, suffix=".npz") as tmp:
+            Path(tmp).write_bytes(buf.getvalue())
         atomic_write_json(js, {"names": self.names, "sources": self.sources, "dim": self.dim,
-                               "weights_sha256": self.weights, "threshold": self.threshold,
-                               "vectors": int(len(self.labels))})
+                               "embedder_id": self.weights, "threshold": self.threshold,
+                               "vectors": int(len(self.labels)), "npz_sha256": hashlib.sha256(buf.getvalue()).hexdigest()})
 
     # -- editing ----------------------------------------------------------------------------------
     def add(self, name: str, vectors: np.ndarray, sources: list[str]) -> None:

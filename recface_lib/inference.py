@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .embedders.model import ModelEmbedder, load_bundle, load_run
+from .embedders.model import load_bundle, load_run
 from .errors import ConfigError, FormatError
 from .io_utils import load_item
 from .protocol.verification import flip_sum
@@ -40,11 +40,39 @@ class Face:
 
 
 class FaceRecognizer:
-    def __init__(self, embedder: ModelEmbedder, classifier=None, threshold: float | None = None, gallery=None):
+    """``embedder``: a bundle's or run's ``ModelEmbedder`` (its contract aligns the faces) or a
+    reference embedder (``sface``, ``dlib_resnet``: their own detection and crop). ``identity``:
+    what a gallery must have been made with (the weights' SHA-256, or the reference's name)."""
+
+    def __init__(self, embedder, classifier=None, threshold: float | None = None, gallery=None,
+                 identity: str | None = None):
         self.embedder, self.classifier, self.gallery = embedder, classifier, gallery
-        self.spec = embedder.spec
-        self.size = embedder.size
-        self.threshold = threshold if threshold is not None else self.spec.get("verification_threshold")
+        self.spec = getattr(embedder, "spec", None) or {}
+        self.size = getattr(embedder, "size", None)
+        own = self.spec.get("verification_threshold") if self.spec else getattr(embedder, "threshold", None)
+        self.threshold = threshold if threshold is not None else own
+        self.identity = identity or self.spec.get("weights_sha256")
+
+    @classmethod
+    def from_embedder(cls, spec: str, gallery: str | os.PathLike | None = None, backend: str = "onnx",
+                      threads: int = 0) -> "FaceRecognizer":
+        """Any embedder recface has (a bundle ``.zip``, a training run folder, a reference such as
+        ``sface``) with the gallery in the folder ``gallery`` (a bundle's own gallery, and its
+        classifier, without one)."""
+        from .embedders.factory import is_reference, make_embedder, model_identity
+        from .gallery import Gallery
+
+        if str(spec).endswith(".zip") and not is_reference(spec):
+            rec = cls.from_bundle(spec, backend, threads)
+            if gallery:
+                rec.gallery = Gallery.load(gallery, rec.embedder.dim, rec.identity)
+            return rec
+        if not gallery:
+            raise ConfigError(f"embedder {spec}: give a gallery folder (--gallery): only a bundle keeps its "
+                              "gallery beside it")
+        emb = make_embedder(str(spec), "keras")
+        ident = model_identity(str(spec))
+        return cls(emb, gallery=Gallery.load(gallery, emb.dim, ident), identity=ident)
 
     # -- loading ------------------------------------------------------------------------------
     @classmethod
@@ -56,7 +84,7 @@ class FaceRecognizer:
         from .gallery import Gallery
 
         emb, files = load_bundle(path, backend, threads)
-        gallery = Gallery.load(path, emb.dim, emb.spec.get("weights_sha256"))
+        gallery = Gallery.load(path, emb.dim, emb.spec.get("weights_sha256"))  # the one beside the bundle
         clf = None
         if ("classifier.json" in files) != ("classifier.npz" in files):
             raise FormatError(f"{path}: the bundle has only one of classifier.json and classifier.npz")
@@ -78,9 +106,8 @@ class FaceRecognizer:
         return flip_sum(e, ef) if flip else e
 
     def detect(self, image: np.ndarray):
-        """All faces: [(aligned crop, Detection)], aligned as the contract says."""
-        a = self.embedder.aligner
-        return [(a.align_detection(image, d), d) for d in a.detector.detect_batch([image])[0]]
+        """All faces: [(aligned crop, Detection)], aligned as the embedder needs (a model: its contract)."""
+        return self.embedder.faces(image)
 
     def align_one(self, image: np.ndarray) -> tuple[np.ndarray, str]:
         """The labelled face of a photo (the one the contract's ``select`` rule picks), or the photo
@@ -103,32 +130,42 @@ class FaceRecognizer:
         for p in photos:
             crop, how = self.align_one(load_item(p))
             if how == "fallback":
-                raise FormatError(f"{p}: no face found ({self.spec.get('preprocessing', {}).get('detector')}); "
-                                  "enrol photos where the face is visible")
+                by = self.spec.get("preprocessing", {}).get("detector") if self.spec else self.embedder.name
+                raise FormatError(f"{p}: no face found ({by}); enrol photos where the face is visible")
             crops.append(crop)
         return self.embed_aligned(crops, flip)
 
-    def identify(self, image, flip: bool = True) -> list[Face]:
-        """Every face of the photo, named by the enrolment gallery when it has people (accepted above
-        the bundle's verification threshold), else by the bundle's classifier."""
-        use_gallery = self.gallery is not None and len(self.gallery.names) > 0
+    def name_embeddings(self, emb: np.ndarray, gallery=None):
+        """(best person index, score, the names, the acceptance threshold) for embeddings, by the
+        enrolment gallery when it has people (``gallery``: another one to use, e.g. a reloaded one),
+        else by the bundle's classifier."""
+        g = self.gallery if gallery is None else gallery
+        use_gallery = g is not None and len(g.names) > 0
         if not use_gallery and self.classifier is None:
             raise ConfigError("identify needs people: enrol some (recface enroll) or export with a classifier")
-        gallery_thr = self.gallery.threshold if use_gallery and self.gallery.threshold is not None else self.threshold
-        if use_gallery and gallery_thr is None:
-            raise ConfigError("identify with a gallery needs a threshold: the bundle has none (export a run validated "
-                              "on a pair set), or give one with recface enroll --threshold T")
+        if use_gallery:
+            thr = g.threshold if g.threshold is not None else self.threshold
+            if thr is None:
+                raise ConfigError("identify with a gallery needs a threshold: the model has none (export a run "
+                                  "validated on a pair set), or give one with recface enroll --threshold T")
+            if not len(emb):
+                return np.zeros(0, int), np.zeros(0, np.float32), g.names, thr
+            idx, scores = g.search(emb)
+            return idx, scores, g.names, thr
+        if not len(emb):
+            return np.zeros(0, int), np.zeros(0, np.float32), self.classifier.names, self.classifier.threshold
+        idx, scores = self.classifier.predict_scores(emb)
+        return idx, scores, self.classifier.names, self.classifier.threshold
+
+    def identify(self, image, flip: bool = True) -> list[Face]:
+        """Every face of the photo, named by the enrolment gallery when it has people (accepted above
+        the model's verification threshold or the gallery's own), else by the bundle's classifier."""
+        self.name_embeddings(np.zeros((0, self.embedder.dim), np.float32))  # no people: fail before detecting
         img = load_item(image)
         found = self.detect(img)
         if not found:
             return []
-        emb = self.embed_aligned([c for c, _ in found], flip)
-        if use_gallery:
-            idx, scores = self.gallery.search(emb)
-            names, thr = self.gallery.names, gallery_thr
-        else:
-            idx, scores = self.classifier.predict_scores(emb)
-            names, thr = self.classifier.names, self.classifier.threshold
+        idx, scores, names, thr = self.name_embeddings(self.embed_aligned([c for c, _ in found], flip))
         return [Face([float(v) for v in d.box], None if d.landmarks5 is None else np.asarray(d.landmarks5).tolist(),
                      names[i] if s > thr else None, float(s), float(d.score), names[i])
                 for (c, d), i, s in zip(found, idx, scores)]

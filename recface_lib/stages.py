@@ -89,6 +89,13 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           "Compare runs", "Training runs, pipeline folders or a whole sweep (`recface sweep`) side by side: one table "
           "of the parameters that differ and every metric, the training curves of all runs on one figure and "
           "their ROC curves on one figure per pair set."),
+    Stage("watch", "watch.stage:WatchConfig", "watch.stage:watch", "08_watch",
+          "recognise people on a video file, a camera or a stream: tracks, voting, events, annotated video",
+          "Watch", "The production loop: frames of a video file, a camera or a stream, faces detected every N frames "
+          "and tracked between, each track named by voting over its recent embeddings against a gallery (any "
+          "embedder: a bundle, a run, `sface`, `dlib_resnet`) or a bundle's classifier; `appeared` / `identified` / "
+          "`left` events as JSON lines, an optional command on `identified`, the gallery re-read when it changes, "
+          "an annotated video and a sheet of the frames where someone was identified."),
 )}
 STAGE_ORDER = tuple(STAGES)
 NOTEBOOKS = {s.name: s.notebook for s in STAGES.values()}

@@ -28,6 +28,7 @@ LAYERS = [
     ("evaluate", {"evaluate"}),
     ("inference", {"gallery", "inference"}),
     ("export", {"export", "quantize"}),
+    ("watch", {"watch"}),
     ("workbench", {"stages", "workspace", "pipeline", "experiments", "notebook", "widgets", "cli", "demo"}),
 ]
 

@@ -13,6 +13,14 @@ class Embedder:
 
     name = "embedder"
     dim = 0
+    threshold: float | None = None  # a reference's published cosine threshold (a model's is in its spec)
+
+    def faces(self, image: np.ndarray) -> list:
+        """Every face of a photo or video frame, each as (aligned crop, ``align.detectors.Detection``),
+        aligned as this embedder needs (``identify`` and ``watch``)."""
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{self.name}: finds one face per image; it cannot name several faces in a frame")
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, str]:
         raise NotImplementedError

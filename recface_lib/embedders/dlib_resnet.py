@@ -17,6 +17,7 @@ from .base import Embedder
 class DlibResNetEmbedder(Embedder):
     name = "dlib_resnet"
     dim = 128
+    threshold = 0.82  # face_recognition's tolerance 0.6 (Euclidean, unit vectors): cosine 1 - 0.6^2 / 2
 
     def __init__(self, upsamples=(0, 1, 2), use_mmod: bool = True, fallback_fraction: float = 0.5,
                  select: str = "center", num_jitters: int = 0):
@@ -50,6 +51,23 @@ class DlibResNetEmbedder(Embedder):
         x1, y1, x2, y2 = [int(round(v)) for v in box]
         shape = self.sp(img, dlib.rectangle(x1, y1, x2, y2))
         return np.asarray(dlib.get_face_chip(img, shape, size=150, padding=0.25)), how
+
+    def faces(self, image: np.ndarray) -> list:
+        """Every face the first step of the chain that finds any finds (no fallback box), as dlib's chip."""
+        import dlib
+
+        img = np.ascontiguousarray(image)
+        for _, det, up in self.chain:
+            found = det.boxes(img, up)
+            if found:
+                out = []
+                for b, sc in found:
+                    x1, y1, x2, y2 = [int(round(v)) for v in b]
+                    shape = self.sp(img, dlib.rectangle(x1, y1, x2, y2))
+                    out.append((np.asarray(dlib.get_face_chip(img, shape, size=150, padding=0.25)),
+                                Detection(np.asarray(b, np.float64), float(sc))))
+                return out
+        return []
 
     def embed_chips(self, chips: list[np.ndarray]) -> np.ndarray:
         if not chips:

@@ -172,6 +172,10 @@ class ModelEmbedder(Embedder):
         (crop, status, _), = self.aligner.align_images([image])
         return crop, "detected" if status in ("detected", "manual") else "fallback"
 
+    def faces(self, image: np.ndarray) -> list:
+        a = self.aligner
+        return [(a.align_detection(image, d), d) for d in a.detector.detect_batch([image])[0]]
+
     def prepare_many(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """``prepare`` for many images, the unaligned ones detected in batches (MTCNN batches
         same-size images): crops only."""

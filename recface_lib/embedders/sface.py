@@ -24,6 +24,7 @@ SIZE = 112
 class SFaceEmbedder(Embedder):
     name = "sface"
     dim = 128
+    threshold = 0.363  # OpenCV Zoo's published cosine threshold for SFace (its demo's cosine_similar_thresh)
 
     def __init__(self, min_prob: float = 0.4, select: str = "center", fallback_fraction: float = 0.5,
                  batch_size: int = 64, threads: int = 0):
@@ -59,6 +60,9 @@ class SFaceEmbedder(Embedder):
         if d is not None:
             return warp_to_template(image, d.landmarks5, SIZE), "detected"
         return crop_box(image, central_box(image.shape, self.fallback_fraction), SIZE), "fallback"
+
+    def faces(self, image: np.ndarray) -> list:
+        return [(warp_to_template(image, d.landmarks5, SIZE), d) for d in self.detector.detect(image)]
 
     def prepare_landmarks(self, image: np.ndarray, landmarks5: np.ndarray) -> tuple[np.ndarray, str]:
         return warp_to_template(image, landmarks5, SIZE), "landmarks"
