@@ -216,3 +216,16 @@ def test_bundle_without_people_is_refused(trained, tmp_path):
                 dst.writestr(n, src.read(n))
     with pytest.raises(ConfigError, match="nobody to recognise"):
         watch({"input": "x.avi", "embedder": str(bundle)}, show_progress=False)
+
+
+def test_identify_with_any_embedder_and_its_gallery(video):
+    """enroll/identify --embedder: a reference with its gallery folder names a person; the same
+    gallery is refused for another embedder, naming both."""
+    probe = str(sorted((video["friends"] / "test" / "Kofi_Annan").glob("*.jpg"))[1])
+    res = last_json(run_cli("identify", "--embedder", "sface", "--gallery", str(video["gallery"]), probe, "--json"))
+    face = res["images"][probe][0]
+    assert face["name"] == "Kofi_Annan" and face["score"] > 0.363
+    bad = run_cli("identify", "--embedder", "dlib_resnet", "--gallery", str(video["gallery"]), probe, "--json",
+                  check=False)
+    err = last_json(bad)["error"]
+    assert bad.returncode == 1 and "enrolled with another model" in err and "sface" in err and "dlib_resnet" in err
