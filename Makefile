@@ -54,6 +54,6 @@ kernel: $(STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
-# distillation: a MobileFaceNetV2 student taught by SFace (consistent views) on every LFW photo outside fold 10 (README "Distillation")
+# distillation: a MobileFaceNetV2 student taught by SFace (YuNet crops at 112 px, face + mirror targets) on every LFW photo outside fold 10 (README "Distillation")
 distill: $(STAMP)
 	$(BIN)/recface pipeline --scenario distill
