@@ -89,26 +89,22 @@ def test_annotated_video_has_every_frame(watched, video):
 
 
 def test_hot_reload_names_a_person_enrolled_while_watching(video, tmp_path):
-    """Kofi Annan is not enrolled when watch starts; enrolling him while it runs (the loop paced so
-    that the enrolment lands mid-video) names him from the next decision on."""
-    import shutil
-
+    """Watch starts on an empty gallery folder; enrolling Kofi Annan while it runs (the loop paced so
+    that the enrolment lands mid-video) names him after the reload (Agassi, never enrolled, stays
+    unknown)."""
     from recface_lib.gallery import Gallery
     from recface_lib.watch.stage import watch
 
-    gal = tmp_path / "gallery"
-    shutil.copytree(video["gallery"], gal)
-    full = Gallery.load(gal, 128, "sface")
+    full = Gallery.load(video["gallery"], 128, "sface")
     kofi = full.names.index("Kofi_Annan")
-    only = Gallery(128, "sface")
-    only.threshold = full.threshold
-    only.add("Andre_Agassi", full.vectors[full.labels == full.names.index("Andre_Agassi")], ["a"] * 4)
-    only.save(gal)
+    gal = tmp_path / "gallery"  # an empty gallery folder: watch starts with nobody to name
+    gal.mkdir()
     done = threading.Event()
 
     def enrol_later():  # after the first frames, as a user would while watch runs
         time.sleep(2.5)
-        g = Gallery.load(gal, 128, "sface")
+        g = Gallery(128, "sface")
+        g.threshold = full.threshold
         g.add("Kofi_Annan", full.vectors[full.labels == kofi], ["k"] * 4)
         g.save(gal)
         done.set()
@@ -133,6 +129,7 @@ def test_hot_reload_names_a_person_enrolled_while_watching(video, tmp_path):
     assert done.is_set() and res["reloads"] >= 1
     kofi_named = [e for e in events if e["event"] == "identified" and e["name"] == "Kofi_Annan"]
     assert len(kofi_named) == 1, events
+    assert not [e for e in events if e["event"] == "identified" and e["name"] != "Kofi_Annan"]
 
 
 def test_tracker_and_voter_rules():

@@ -206,7 +206,11 @@ def watch(cfg: WatchConfig | dict, show_progress: bool = True) -> dict:
                 if due:
                     emb = rec.embed_aligned([found[di][0] for _, di in due], cfg.flip)
                     embeddings += len(due)
-                    idx, scores, names, thr = rec.name_embeddings(emb, gallery)
+                    if (gallery is None or not gallery.names) and rec.classifier is None:
+                        # an empty gallery folder (people may be enrolled while watching): unknown
+                        idx, scores, names, thr = np.full(len(due), -1), np.full(len(due), -1.0), [], 1.0
+                    else:
+                        idx, scores, names, thr = rec.name_embeddings(emb, gallery)
                     for (tr, _), i, s in zip(due, idx, scores):
                         tr.last_embed = f.index
                         name = names[i] if i >= 0 and s > thr else None
