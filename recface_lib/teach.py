@@ -92,9 +92,37 @@ def choose_images(mode: str, teacher: str, meta: dict) -> str:
     return "aligned" if embeds_aligned(teacher, meta.get("preprocessing")) else "original"
 
 
+def _teacher_items(path, meta: dict, images: str, originals) -> list:
+    """What the teacher embeds for each record of one shard: the stored face, or the photo behind it."""
+    from .data.tfrecord import parse_example, read_records
+
+    items = []
+    for i, rec in enumerate(read_records(path)):
+        ex = parse_example(rec)
+        if images == "aligned":
+            items.append(bytes(ex["image"]) if meta.get("image_storage") != "path" else bytes(ex["image"]).decode())
+            continue
+        src = ex.get("source")
+        if src is None:
+            raise FormatError(f"{path}: record {i} has no 'source' key (built before recface recorded it); "
+                              "build the dataset again, or use images: aligned")
+        photo = originals.get(bytes(src).decode())
+        if photo is None or not photo.is_file():
+            raise FormatError(f"{path}: record {i}: the photo behind {bytes(src).decode()} is not in the align "
+                              f"log or is gone ({photo})")
+        items.append(str(photo))
+    return items
+
+
+def targets_key(teacher_id: str, data_key: str, images: str, views: dict | None) -> str:
+    """What a teacher's targets are of: the teacher, the data, what it saw and its views (checked on
+    resume here, and part of a distillation run's checkpoint fingerprint)."""
+    return f"{teacher_id}:{data_key}:{images}" + (f":{json.dumps(views, sort_keys=True)}" if views else "")
+
+
 # -- the stage ----------------------------------------------------------------------------------
 def teach(cfg: TeachConfig | dict, show_progress: bool = True) -> dict:
-    from .data.tfrecord import check_shards, dataset_key, load_metadata, parse_example, read_records
+    from .data.tfrecord import check_shards, dataset_key, load_metadata
     from .embedders.factory import embed_parallel, model_identity
 
     if isinstance(cfg, dict):
@@ -124,14 +152,15 @@ def teach(cfg: TeachConfig | dict, show_progress: bool = True) -> dict:
     params = {**cfg.output_params(), "images": images, "teacher_id": ident, "data_key": key}
     run = begin_output(out, "teach", params, {"dataset": Path(cfg.dataset) / "metadata.json"}, cfg.force)
     views = {"count": cfg.views, "seed": cfg.view_seed, "augmentation": aug.to_dict()} if cfg.views else None
-    run_id = f"{ident}:{key}:{images}" + (f":{json.dumps(views, sort_keys=True)}" if views else "")
+    run_id = targets_key(ident, key, images, views)
     found: dict[str, int] = {}
     parts, dim = [], None
     for si, (sh, path) in enumerate(zip(meta["shards"], shards)):
         part = out / f"{sh['name']}.npz"
         if part.is_file():
             with np.load(part) as z:
-                arr = z["views" if views else "embeddings"] if ("views" if views else "embeddings") in z else None
+                name = "views" if views else "embeddings"
+                arr = z[name] if name in z else None
                 if str(z["key"]) == run_id and arr is not None and len(arr) == sh["records"]:
                     parts.append({"name": sh["name"], "records": sh["records"], "file": part.name})
                     dim = int(arr.shape[-1])
@@ -142,38 +171,19 @@ def teach(cfg: TeachConfig | dict, show_progress: bool = True) -> dict:
             e, _, stats = embed_parallel(cfg.teacher, teacher_views(meta, si, (cfg.views, cfg.view_seed, aug)),
                                          cfg.workers, "auto", desc=f"teach {si + 1}/{len(shards)} x{cfg.views} views",
                                          show_progress=show_progress, total=sh["records"] * cfg.views, flip=False)
-            for k, v in stats.items():
-                found[k] = found.get(k, 0) + v
-            if len(e) != sh["records"] * cfg.views:
-                raise FormatError(f"{path}: {len(e) // cfg.views} records read, metadata.json says {sh['records']}")
-            with atomic_path(part) as tmp, open(tmp, "wb") as f:
-                np.savez(f, views=e.reshape(sh["records"], cfg.views, -1).astype(np.float16), key=np.asarray(run_id))
-            dim = int(e.shape[1])
-            parts.append({"name": sh["name"], "records": sh["records"], "file": part.name})
-            continue
-        items = []
-        for i, rec in enumerate(read_records(path)):
-            ex = parse_example(rec)
-            if images == "aligned":
-                items.append(bytes(ex["image"]) if meta.get("image_storage") != "path" else bytes(ex["image"]).decode())
-                continue
-            src = ex.get("source")
-            if src is None:
-                raise FormatError(f"{path}: record {i} has no 'source' key (built before recface recorded it); "
-                                  "build the dataset again, or use images: aligned")
-            photo = originals.get(bytes(src).decode())
-            if photo is None or not photo.is_file():
-                raise FormatError(f"{path}: record {i}: the photo behind {bytes(src).decode()} is not in the align "
-                                  f"log or is gone ({photo})")
-            items.append(str(photo))
-        e, ef, stats = embed_parallel(cfg.teacher, items, cfg.workers, "auto",
-                                      desc=f"teach {si + 1}/{len(shards)}", show_progress=show_progress)
+            per_record = cfg.views
+        else:
+            e, ef, stats = embed_parallel(cfg.teacher, _teacher_items(path, meta, images, originals), cfg.workers,
+                                          "auto", desc=f"teach {si + 1}/{len(shards)}", show_progress=show_progress)
+            per_record = 1
         for k, v in stats.items():
             found[k] = found.get(k, 0) + v
-        if len(e) != sh["records"]:
-            raise FormatError(f"{path}: {len(e)} records read, metadata.json says {sh['records']}")
+        if len(e) != sh["records"] * per_record:
+            raise FormatError(f"{path}: {len(e) // per_record} records read, metadata.json says {sh['records']}")
+        arrays = ({"views": e.reshape(sh["records"], cfg.views, -1)} if views
+                  else {"embeddings": e, "flipped": ef})
         with atomic_path(part) as tmp, open(tmp, "wb") as f:
-            np.savez(f, embeddings=e.astype(np.float16), flipped=ef.astype(np.float16), key=np.asarray(run_id))
+            np.savez(f, **{k: v.astype(np.float16) for k, v in arrays.items()}, key=np.asarray(run_id))
         dim = int(e.shape[1])
         parts.append({"name": sh["name"], "records": sh["records"], "file": part.name})
     info = {"teacher": cfg.teacher, "teacher_id": ident, "dim": dim, "images": images, "data_key": key,

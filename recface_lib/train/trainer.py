@@ -6,7 +6,6 @@ checkpoint was taken (``make_dataset(start=...)``), so in deterministic mode a k
 run ends with the same weights as an uninterrupted one."""
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -219,6 +218,7 @@ class TrainRun:
         is compared separately so that a plan may be extended), and the data's content."""
         from ..data.tfrecord import dataset_key
         from ..models.build import head_name
+        from ..teach import targets_key
 
         if not hasattr(self, "_fp"):
             p = self.cfg.output_params()
@@ -227,8 +227,7 @@ class TrainRun:
             t = self.meta.get("_teacher")
             self._fp = {**p, "num_classes": int(self.meta["num_classes"]), "num_samples": int(self.meta["num_samples"]),
                         "data": dataset_key(self.meta),
-                        **({"teacher": f"{t['teacher_id']}:{t['data_key']}:{t['images']}"
-                                     + (f":{json.dumps(t['views'], sort_keys=True)}" if t.get("views") else "")}
+                        **({"teacher": targets_key(t["teacher_id"], t["data_key"], t["images"], t.get("views"))}
                            if t else {})}
         return self._fp
 
